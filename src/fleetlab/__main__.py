@@ -1,0 +1,5 @@
+"""``python -m fleetlab`` runs the CLI."""
+
+from fleetlab.cli import main
+
+main()

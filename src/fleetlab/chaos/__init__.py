@@ -1,0 +1,3 @@
+"""fleetlab.chaos (see docs/chaos.md)."""
+
+__all__: list[str] = []

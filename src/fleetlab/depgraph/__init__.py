@@ -1,0 +1,3 @@
+"""fleetlab.depgraph (see docs/depgraph.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""fleetlab.inference (see docs/inference.md)."""
+
+__all__: list[str] = []

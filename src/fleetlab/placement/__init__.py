@@ -1,0 +1,3 @@
+"""fleetlab.placement (see docs/placement.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""fleetlab.workload (see docs/workload.md)."""
+
+__all__: list[str] = []
