@@ -25,7 +25,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Keep every test's run store and dataset cache out of the user's home."""
     home = tmp_path_factory.mktemp("fleetlab-home")
     monkeypatch.setenv("FLEETLAB_HOME", str(home))

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 
 import fleetlab
 
-AREAS = ["traces", "workload", "sim", "placement", "inference", "depgraph", "chaos", "report",
-         "store", "tour"]
+AREAS = [
+    "traces",
+    "workload",
+    "sim",
+    "placement",
+    "inference",
+    "depgraph",
+    "chaos",
+    "report",
+    "store",
+    "tour",
+]
 
 
 def test_version() -> None:
@@ -22,7 +33,7 @@ def test_public_names_have_docstrings(area: str) -> None:
     assert module.__doc__, f"fleetlab.{area} has no module docstring"
     for name in getattr(module, "__all__", []):
         obj = getattr(module, name)
-        if callable(obj) or isinstance(obj, type):
+        if inspect.isfunction(obj) or inspect.isclass(obj):
             assert obj.__doc__, f"fleetlab.{area}.{name} has no docstring"
 
 
@@ -34,6 +45,10 @@ def test_errors_share_one_root_and_distinct_exit_codes() -> None:
 
 
 def test_input_format_error_names_file_row_field_expected_found() -> None:
-    exc = fleetlab.InputFormatError("t.csv", "bad number", row=17, field="ContextTokens",
-                                    expected="an integer", found="abc")
-    assert str(exc) == "t.csv, row 17, field 'ContextTokens': bad number (expected an integer, found 'abc')"
+    exc = fleetlab.InputFormatError(
+        "t.csv", "bad number", row=17, field="ContextTokens", expected="an integer", found="abc"
+    )
+    assert (
+        str(exc)
+        == "t.csv, row 17, field 'ContextTokens': bad number (expected an integer, found 'abc')"
+    )

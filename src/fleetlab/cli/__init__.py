@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from fleetlab import __version__
-from fleetlab.cli import _chaos, _data, _depgraph, _inference, _placement, _runs, _traces, _workload
+from fleetlab.cli import (
+    _chaos,
+    _data,
+    _depgraph,
+    _inference,
+    _placement,
+    _runs,
+    _traces,
+    _web,
+    _workload,
+)
 from fleetlab.cli._common import err
 from fleetlab.cli._tour import tour
 from fleetlab.errors import FleetlabError
@@ -47,6 +56,7 @@ app.add_typer(_inference.app, name="inference")
 app.add_typer(_placement.app, name="placement")
 app.add_typer(_depgraph.app, name="depgraph")
 app.add_typer(_chaos.app, name="chaos")
+app.add_typer(_web.app, name="web")
 
 
 def main() -> None:
@@ -56,15 +66,18 @@ def main() -> None:
     except FleetlabError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        # usage errors of click (or typer's vendored copy of it) know how to show themselves
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            err.print("aborted")
+            sys.exit(130)
+        raise
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -2,6 +2,395 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="inference commands.", no_args_is_help=True)
+from fleetlab.cli._common import (
+    JsonOption,
+    err,
+    kv_table,
+    out,
+    print_json,
+    recorded_run,
+    rich_table,
+)
+from fleetlab.errors import ConfigError, DataNotFoundError
+
+app = typer.Typer(
+    help="LLM serving-cluster simulator: specs, simulate, calibrate, validate, profile.",
+    no_args_is_help=True,
+)
+
+_SCHEDULERS = ("vllm", "sarathi", "orca")
+_ROUTERS = ("round_robin", "least_outstanding", "least_kv", "power_of_two", "prefix")
+
+
+def _refuse_overwrite(path: Path | None, force: bool) -> None:
+    if path is not None and path.exists() and not force:
+        raise ConfigError(f"{path} exists (pass --force to replace it)")
+
+
+@app.command("specs")
+def specs_cmd(json_out: bool = JsonOption) -> None:
+    """List the built-in model architectures and GPUs."""
+    from fleetlab import inference
+
+    models = [
+        {
+            "model": m.name,
+            "params_b": m.num_params / 1e9,
+            "layers": m.num_layers,
+            "heads": m.num_heads,
+            "kv_heads": m.num_kv_heads,
+            "experts": m.num_experts,
+            "context": m.max_context,
+            "kv_mb_per_token": m.kv_bytes_per_token() / 1e6,
+        }
+        for m in inference.builtin_models().values()
+    ]
+    gpus = [
+        {
+            "gpu": g.name,
+            "bf16_tflops": g.bf16_flops / 1e12,
+            "fp8_tflops": (g.fp8_flops or 0) / 1e12,
+            "hbm_tb_s": g.hbm_bytes_per_s / 1e12,
+            "memory_gb": g.memory_bytes / 1e9,
+            "tdp_w": g.tdp_w,
+            "usd_per_hour": g.usd_per_hour,
+        }
+        for g in inference.builtin_gpus().values()
+    ]
+    if json_out:
+        print_json({"models": models, "gpus": gpus})
+        return
+    out.print(rich_table(models, title="Models"))
+    out.print(rich_table(gpus, title="GPUs"))
+
+
+@app.command("simulate")
+def simulate_cmd(
+    trace: Path | None = typer.Option(
+        None, "--trace", "-t", help="Requests file (any format fleetlab.traces reads)."
+    ),
+    model: str = typer.Option("llama-3.1-8b", "--model", "-m", help="Model name or YAML."),
+    gpu: str = typer.Option("h100", "--gpu", "-g", help="GPU name or YAML."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
+    replicas: int = typer.Option(1, "--replicas", "-r", help="Replicas (co-located)."),
+    scheduler: str = typer.Option("vllm", "--scheduler", "-s", help="vllm, sarathi or orca."),
+    chunk: int = typer.Option(512, "--chunk", help="Sarathi token budget per iteration."),
+    max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="Max sequences per batch."),
+    max_batched_tokens: int = typer.Option(
+        8192, "--max-batched-tokens", help="Max tokens per iteration (vllm, orca)."
+    ),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8 weights."),
+    router: str = typer.Option("least_outstanding", "--router", help=", ".join(_ROUTERS)),
+    disaggregate: str | None = typer.Option(
+        None, "--disaggregate", help="P:D prefill and decode replicas."
+    ),
+    prefix_caching: bool = typer.Option(
+        False, "--prefix-caching", help="Reuse KV of shared prefixes (prefix_ids)."
+    ),
+    qps: float | None = typer.Option(None, "--qps", help="Re-time arrivals at this rate."),
+    trace_rate: bool = typer.Option(
+        False, "--trace-rate", help="Keep the trace's own arrival times (the default)."
+    ),
+    arrival: str = typer.Option("poisson", "--arrival", help="poisson or gamma (with --qps)."),
+    cv: float = typer.Option(1.0, "--cv", help="Gamma inter-arrival coefficient of variation."),
+    num_requests: int = typer.Option(
+        10000, "--num-requests", "-n", help="Synthetic requests when no --trace is given."
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Use the first N requests only."),
+    slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="TTFT target (s) for goodput."),
+    slo_tpot: float = typer.Option(0.1, "--slo-tpot", help="TPOT target (s) for goodput."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="ClusterSpec YAML (overrides the options above)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Per-request results (.parquet or .json)."
+    ),
+    report: Path | None = typer.Option(None, "--report", help="HTML report to write."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files."),
+    seed: int = typer.Option(0, "--seed", help="Seed for arrivals and routing."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Simulate an LLM serving cluster on a trace (or Poisson/Gamma arrivals at --qps)."""
+    import polars as pl
+
+    from fleetlab import inference, traces
+
+    for path in (output, report):
+        _refuse_overwrite(path, force)
+    if trace_rate and qps is not None:
+        raise ConfigError("--trace-rate keeps the trace's arrivals; it cannot go with --qps")
+    if scheduler not in _SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {scheduler!r} (expected one of {_SCHEDULERS})")
+    if config is not None:
+        spec = inference.load_spec(config, inference.ClusterSpec)
+    else:
+        prefill = decode = 0
+        if disaggregate:
+            try:
+                prefill, decode = (int(x) for x in disaggregate.split(":"))
+            except ValueError:
+                raise ConfigError(
+                    f"--disaggregate expects P:D (e.g. 2:2), found {disaggregate!r}"
+                ) from None
+        try:
+            spec = inference.ClusterSpec(
+                replica=inference.ReplicaSpec(
+                    model=model,
+                    gpu=gpu,
+                    tp=tp,
+                    pp=pp,
+                    dtype=dtype,
+                    scheduler=scheduler,
+                    chunk_size=chunk,
+                    max_num_seqs=max_num_seqs,
+                    max_batched_tokens=max_batched_tokens,
+                    prefix_caching=prefix_caching,
+                ),
+                replicas=replicas,
+                router=router,
+                prefill_replicas=prefill,
+                decode_replicas=decode,
+                slo=inference.Slo(ttft_s=slo_ttft, tpot_s=slo_tpot),
+            )
+        except Exception as exc:  # pydantic validation -> one-line config error
+            if hasattr(exc, "errors"):
+                first = exc.errors()[0]
+                raise ConfigError(
+                    f"option {first['loc'][-1]}: {first['msg']} (found {first.get('input')!r})"
+                ) from None
+            raise
+    inference.model_spec(spec.replica.model)
+    inference.gpu_spec(spec.replica.gpu)
+    if trace is not None:
+        if not trace.exists():
+            raise DataNotFoundError(f"{trace}: no such trace file")
+        requests = traces.load(trace)
+        source = str(trace)
+    else:
+        if qps is None:
+            raise ConfigError("give --trace, or --qps for synthetic Poisson/Gamma requests")
+        requests = inference.poisson_requests(
+            num_requests,
+            qps=qps,
+            process=arrival,  # type: ignore[arg-type]
+            cv=cv,
+            seed=seed,
+        )
+        source = f"synthetic {arrival} {qps} req/s"
+    if limit is not None:
+        requests = requests.head(limit)
+    if qps is not None and trace is not None:
+        requests = inference.retime(
+            requests,
+            qps=qps,
+            process=arrival,
+            cv=cv,  # type: ignore[arg-type]
+            seed=seed,
+        )
+    cfg = {
+        "spec": spec.model_dump(mode="json"),
+        "trace": source,
+        "qps": qps,
+        "arrival": arrival,
+        "seed": seed,
+        "limit": limit,
+    }
+    with recorded_run("inference simulate", cfg, [trace] if trace else []) as run:
+        t0 = time.perf_counter()
+        with err.status(f"simulating {requests.height:,} requests…"):
+            result = inference.simulate(requests, spec, seed=seed, source=source)
+        wall = time.perf_counter() - t0
+        metrics = {
+            **result.metrics,
+            "wall_s": wall,
+            "simulated_requests_per_wall_s": requests.height / max(wall, 1e-9),
+        }
+        run.log_metrics(metrics)
+        run.write_parquet("requests.parquet", result.requests)
+        run.write_parquet("replicas.parquet", result.replicas)
+        run.write_parquet("timeseries.parquet", result.timeseries)
+        html = inference.simulation_report(
+            result,
+            subtitle=f"{source}; {spec.replica.model} on {spec.replica.gpu}",
+            config={
+                "trace": source,
+                "replica": spec.replica.model_dump(mode="json"),
+                "replicas": spec.replicas,
+                "router": spec.router,
+                "disaggregate": f"{spec.prefill_replicas}:{spec.decode_replicas}",
+            },
+        )
+        run.write_text("report.html", html.to_html())
+        if report is not None:
+            html.write(report)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            if output.suffix == ".json":
+                output.write_text(result.requests.write_json())
+            else:
+                result.requests.write_parquet(output)
+    if json_out:
+        print_json({"metrics": metrics, "replicas": result.replicas.to_dicts()})
+        return
+    keys = (
+        "requests",
+        "ttft_p50_s",
+        "ttft_p99_s",
+        "tpot_p50_s",
+        "tpot_p99_s",
+        "e2e_p50_s",
+        "e2e_p99_s",
+        "queueing_p99_s",
+        "output_tokens_per_s",
+        "goodput_rps",
+        "slo_attainment",
+        "preemptions",
+        "mean_utilization",
+        "energy_per_output_token_j",
+        "cost_usd",
+        "usd_per_million_output_tokens",
+        "wall_s",
+    )
+    out.print(kv_table({k: metrics[k] for k in keys}, title="Simulation"))
+    out.print(rich_table(result.replicas.head(32).to_dicts(), title="Replicas"))
+    _ = pl
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    profiles: list[Path] = typer.Argument(..., help="vidur-format mlp.csv profiles."),
+    gpu: str = typer.Option("h100", "--gpu", "-g", help="GPU the profiles were measured on."),
+    network: Path | None = typer.Option(None, "--network", help="vidur all_reduce.csv."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Efficiency YAML to write."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Fit the roofline efficiencies to operator profiles (vidur's CSV format)."""
+    import yaml
+
+    from fleetlab import inference
+
+    _refuse_overwrite(output, force)
+    g = inference.gpu_spec(gpu)
+    with recorded_run(
+        "inference calibrate",
+        {"gpu": gpu, "profiles": [str(p) for p in profiles], "network": str(network)},
+        [*profiles],
+    ) as run:
+        with err.status("fitting…"):
+            eff, stats = inference.calibrate(g, profiles, network=network)
+        run.log_metrics(stats)
+        if output is not None:
+            output.write_text(yaml.safe_dump(eff.model_dump(), sort_keys=False))
+    if json_out:
+        print_json({"efficiency": eff.model_dump(), "fit": stats})
+        return
+    out.print(kv_table(eff.model_dump(), title=f"Calibrated efficiency ({g.name})"))
+    out.print(kv_table(stats, title="Fit"))
+
+
+@app.command("validate")
+def validate_cmd(
+    splitwise: Path | None = typer.Option(
+        None,
+        "--splitwise",
+        help="Splitwise perf_model.csv (default: $FLEETLAB_MIRROR/splitwise-perf-model/).",
+    ),
+    silicon: bool = typer.Option(
+        False, "--silicon", help="Also predict aiconfigurator's silicon_sample.csv (minutes)."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Rows with predictions."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Predict measured latencies (Splitwise held out by GPU; optionally aiconfigurator)."""
+    import os
+
+    from fleetlab import inference
+
+    if splitwise is None:
+        mirror = Path(os.environ.get("FLEETLAB_MIRROR", "../shared/data"))
+        splitwise = mirror / "splitwise-perf-model" / "perf_model.csv"
+    _refuse_overwrite(output, force)
+    with recorded_run("inference validate", {"splitwise": str(splitwise)}, [splitwise]) as run:
+        rows, summary = inference.validate_splitwise(splitwise)
+        run.write_parquet("splitwise_summary.parquet", summary)
+        run.log_metrics(
+            {
+                f"{r['hardware']}_{k}": r[k]
+                for r in summary.filter(summary["model"] == "all").to_dicts()
+                for k in ("prompt_time_mape", "token_time_mape", "e2e_time_mape")
+            }
+        )
+        if output is not None:
+            rows.write_parquet(output)
+        silicon_summary = None
+        if silicon:
+            from fleetlab.inference._validate import validate_silicon
+
+            with err.status("simulating aiconfigurator's measured deployments…"):
+                _, silicon_summary = validate_silicon()
+            run.write_parquet("silicon_summary.parquet", silicon_summary)
+    if json_out:
+        print_json(
+            {
+                "splitwise": summary.to_dicts(),
+                "silicon": silicon_summary.to_dicts() if silicon_summary is not None else None,
+            }
+        )
+    else:
+        out.print(rich_table(summary.to_dicts(), title="Splitwise: MAPE (%) by table"))
+        if silicon_summary is not None:
+            out.print(
+                rich_table(
+                    silicon_summary.to_dicts(), title="aiconfigurator silicon_sample: MAPE (%)"
+                )
+            )
+
+
+@app.command("profile")
+def profile_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model whose operators are timed."),
+    tp: list[int] = typer.Option([1], "--tp", help="Tensor-parallel degrees (repeatable)."),
+    tokens: list[int] = typer.Option(
+        [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
+        "--tokens",
+        help="Token counts (repeatable).",
+    ),
+    device: str = typer.Option("cuda", "--device", help="cuda (PyTorch) or cpu (numpy)."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed calls per operator."),
+    output: Path = typer.Option(
+        Path("mlp.csv"), "--output", "-o", help="vidur-format CSV to write."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Time a model's operators on this machine and write vidur's mlp.csv format."""
+    from fleetlab import inference
+
+    _refuse_overwrite(output, force)
+    timer: inference.OperatorTimer = (
+        inference.NumpyTimer() if device == "cpu" else inference.TorchTimer(device)
+    )
+    with recorded_run(
+        "inference profile",
+        {"model": model, "tp": tp, "tokens": tokens, "device": device, "repeats": repeats},
+    ) as run:
+        with err.status("profiling operators…"):
+            table = inference.profile_operators(
+                model, timer=timer, tp_degrees=tp, token_counts=tokens, repeats=repeats
+            )
+        table.write_csv(output)
+        run.add_artifact("mlp.csv", output)
+        run.log_metrics({"rows": table.height})
+    summary = {"output": str(output), "rows": table.height, "device": device}
+    if json_out:
+        print_json(summary)
+    else:
+        out.print(kv_table(summary, title="Profile"))

@@ -11,7 +11,9 @@ from fleetlab.tour import STOPS, run_tour
 
 
 def tour(
-    output: Path = typer.Option(Path("fleetlab-tour"), "--output", "-o", help="Folder for the tour's files."),
+    output: Path = typer.Option(
+        Path("fleetlab-tour"), "--output", "-o", help="Folder for the tour's files."
+    ),
     seed: int = typer.Option(0, help="Seed for every random draw."),
     only: list[str] | None = typer.Option(None, "--only", help="Run only these stops."),
     json_out: bool = JsonOption,
@@ -28,8 +30,14 @@ def tour(
         bar.update(task, completed=len(names))
         html_path = report.write(output / "report.html")
         run.add_artifact("report.html", html_path)
-        run.log_metrics({f"{stop}.{k}": v for stop, s in summary.items() for k, v in s.items()
-                         if isinstance(v, (int, float))})
+        run.log_metrics(
+            {
+                f"{stop}.{k}": v
+                for stop, s in summary.items()
+                for k, v in s.items()
+                if isinstance(v, (int, float))
+            }
+        )
     if json_out:
         print_json({"report": str(html_path), "stops": summary})
         return

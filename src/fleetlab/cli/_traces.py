@@ -7,15 +7,27 @@ from pathlib import Path
 import typer
 
 from fleetlab import traces
-from fleetlab.cli._common import JsonOption, err, kv_table, out, print_json, recorded_run, rich_table
+from fleetlab.cli._common import (
+    JsonOption,
+    err,
+    kv_table,
+    out,
+    print_json,
+    recorded_run,
+    rich_table,
+)
 
-app = typer.Typer(help="Inspect and convert trace files into canonical tables.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and convert trace files into canonical tables.", no_args_is_help=True
+)
 
 
 @app.command("formats")
 def formats_cmd(json_out: bool = JsonOption) -> None:
     """List the supported input formats and the canonical table each produces."""
-    rows = [{"format": f.name, "table": f.table, "description": f.description} for f in traces.formats()]
+    rows = [
+        {"format": f.name, "table": f.table, "description": f.description} for f in traces.formats()
+    ]
     if json_out:
         print_json(rows)
     else:
@@ -24,7 +36,9 @@ def formats_cmd(json_out: bool = JsonOption) -> None:
 
 @app.command("inspect")
 def inspect_cmd(
-    path: Path = typer.Argument(..., help="Trace file or dataset directory (any supported format)."),
+    path: Path = typer.Argument(
+        ..., help="Trace file or dataset directory (any supported format)."
+    ),
     format: str | None = typer.Option(None, "--format", "-f", help="Skip auto-detection."),
     json_out: bool = JsonOption,
 ) -> None:
@@ -35,11 +49,18 @@ def inspect_cmd(
     if json_out:
         print_json(result)
         return
-    head = {"path": result["path"], "format": result["format"], "table": result["table"], "rows": result["rows"]}
+    head = {
+        "path": result["path"],
+        "format": result["format"],
+        "table": result["table"],
+        "rows": result["rows"],
+    }
     if "time_span" in result:
         head["time span (s)"] = result["time_span"]["duration_s"]
     out.print(kv_table(head, title="Trace"))
     out.print(rich_table(result["columns"], title="Columns"))
+    if result.get("quality"):
+        out.print(kv_table(result["quality"], title="Data quality"))
 
 
 @app.command("convert")

@@ -61,7 +61,9 @@ class Section:
             for row in df.head(max_rows).iter_rows()
         )
         more = f"<p>… {df.height - max_rows} more rows</p>" if df.height > max_rows else ""
-        self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}")
+        self.blocks.append(
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}"
+        )
         return self
 
     def figure(self, fig: Any) -> Section:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,14 +22,17 @@ from fleetlab.errors import ConfigError
 __all__ = [
     "CrashSpec",
     "Duration",
-    "FaultModel",
     "FailureSpec",
+    "FaultModel",
     "PartitionSpec",
     "SlowdownSpec",
     "availability",
     "draw_faults",
     "failure_timeline",
+    "fleet",
+    "load_fault_model",
     "partition_windows",
+    "slo_attainment",
     "slowdown_windows",
 ]
 
@@ -196,7 +200,9 @@ def _rng(rng: np.random.Generator | int) -> np.random.Generator:
 
 def _check_horizon(horizon_s: float) -> float:
     if not (isinstance(horizon_s, (int, float)) and math.isfinite(horizon_s) and horizon_s > 0):
-        raise ConfigError(f"horizon_s: expected a positive finite number of seconds, found {horizon_s!r}")
+        raise ConfigError(
+            f"horizon_s: expected a positive finite number of seconds, found {horizon_s!r}"
+        )
     return float(horizon_s)
 
 
@@ -479,7 +485,11 @@ def draw_faults(
         t = slowdown_windows(model.slowdowns, nodes, horizon_s, g_slow)
         frames.append(
             t.select(
-                "node", kind=pl.lit("slow"), start_s="start_s", end_s="end_s", factor="factor",
+                "node",
+                kind=pl.lit("slow"),
+                start_s="start_s",
+                end_s="end_s",
+                factor="factor",
                 cause=pl.lit("straggler"),
             )
         )
@@ -567,3 +577,99 @@ def availability(
         )
         .with_columns(availability=1.0 - pl.col("downtime_s") / horizon)
     )
+
+
+def slo_attainment(avail: pl.DataFrame, *, target: float = 0.999) -> dict[str, float]:
+    """Summarise an :func:`availability` table against an availability target.
+
+    Parameters
+    ----------
+    avail
+        The table from :func:`availability` (``availability`` column, 0..1).
+    target
+        Availability SLO per node, e.g. 0.999 ("three nines").
+
+    Returns
+    -------
+    dict
+        ``nodes``, ``fleet_availability`` (mean over nodes), ``min_availability``,
+        ``attainment`` (share of nodes meeting ``target``), ``nodes_below_target`` and
+        ``total_downtime_s``.
+
+    Raises
+    ------
+    ConfigError
+        ``target`` is outside (0, 1] or the table has no ``availability`` column.
+    """
+    if not 0 < target <= 1:
+        raise ConfigError(f"target: expected an availability in (0, 1], found {target!r}")
+    if "availability" not in avail.columns:
+        raise ConfigError(
+            f"avail: expected the table from availability(), found columns {avail.columns}"
+        )
+    n = avail.height
+    if n == 0:
+        return {
+            "nodes": 0,
+            "fleet_availability": math.nan,
+            "min_availability": math.nan,
+            "attainment": math.nan,
+            "nodes_below_target": 0,
+            "total_downtime_s": 0.0,
+        }
+    a = avail["availability"]
+    below = int((a < target).sum())
+    return {
+        "nodes": n,
+        "fleet_availability": float(a.mean()),
+        "min_availability": float(a.min()),
+        "attainment": 1.0 - below / n,
+        "nodes_below_target": below,
+        "total_downtime_s": float(avail["downtime_s"].sum())
+        if "downtime_s" in avail.columns
+        else math.nan,
+    }
+
+
+def fleet(nodes: int, domains: int) -> tuple[list[str], dict[str, str]]:
+    """Names for a fleet of ``nodes`` spread evenly over ``domains`` racks.
+
+    Returns
+    -------
+    (list of str, dict)
+        Node names ``n0000``... and node -> ``rack00``... mapping.
+
+    Raises
+    ------
+    ConfigError
+        ``nodes`` or ``domains`` is not positive.
+    """
+    if nodes < 1 or domains < 1:
+        raise ConfigError(f"nodes/domains: expected positive counts, found {nodes}, {domains}")
+    names = [f"n{i:04d}" for i in range(nodes)]
+    return names, {n: f"rack{i % domains:02d}" for i, n in enumerate(names)}
+
+
+def load_fault_model(path: str | Path) -> FaultModel:
+    """Read a :class:`FaultModel` from YAML.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not YAML, or not a valid fault model (names the field).
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return FaultModel.model_validate(doc or {})
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise ConfigError(f"{p}: field '{loc}': {e['msg']} (found {e.get('input')!r})") from exc

@@ -10,13 +10,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fleetlab import chaos, depgraph, inference, placement, workload
 from fleetlab.report import Report
 from fleetlab.tour._foundation import demo_requests, ingest_stop
+from fleetlab.tour._spans import tour_stop as spans_stop
+from fleetlab.tour._store import store_stop
+from fleetlab.tour._traces import tour_stop as traces_stop
 
 Stop = Callable[..., tuple[Report, dict[str, Any]]]
 
 #: the stops in tour order: (name, function)
-STOPS: tuple[tuple[str, Stop], ...] = (("ingest", ingest_stop),)
+STOPS: tuple[tuple[str, Stop], ...] = (
+    ("ingest", ingest_stop),
+    ("traces", traces_stop),
+    ("spans", spans_stop),
+    ("store", store_stop),
+    ("workload", workload.tour_stop),
+    ("inference", inference.tour_stop),
+    ("placement", placement.tour_stop),
+    ("depgraph", depgraph.tour_stop),
+    ("chaos", chaos.tour_stop),
+)
 
 
 def run_tour(

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from fleetlab.errors import DataNotFoundError, FleetlabError, InputFormatError, UnknownFormatError
+from fleetlab.traces._checks import READ_ERRORS
 from fleetlab.traces._formats import Format, read_head
 from fleetlab.traces._registry import FORMATS
 from fleetlab.traces._schemas import TABLES, conform, table_of
@@ -25,7 +26,13 @@ TIME_COLUMNS = {
 
 
 def formats() -> tuple[Format, ...]:
-    """Every supported input format, in detection order (canonical Parquet is implied)."""
+    """Every supported input format, in detection order (canonical Parquet is implied).
+
+    Returns
+    -------
+    tuple of Format
+        Name, canonical table, description, sniffer and scanner of each format.
+    """
     return FORMATS
 
 
@@ -37,9 +44,34 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 
 
 def _parquet_table(path: Path) -> str | None:
-    if path.is_file() and path.suffix == ".parquet":
-        return table_of(pl.scan_parquet(path))
-    return None
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        if f.read(4) != b"PAR1" and path.suffix != ".parquet":
+            return None
+    try:
+        table = table_of(pl.scan_parquet(path))
+    except READ_ERRORS as exc:
+        raise InputFormatError(path, f"not a readable Parquet file: {_first_line(exc)}") from exc
+    if table is None:
+        names = pl.scan_parquet(path).collect_schema().names()
+        raise InputFormatError(
+            path,
+            "Parquet file is not a canonical fleetlab table",
+            expected="the required columns of one of " + ", ".join(TABLES),
+            found=names,
+        )
+    return table
+
+
+def _parquet_format(table: str) -> Format:
+    return Format(
+        "parquet",
+        table,
+        f"canonical {table} table in Parquet",
+        lambda *_: True,
+        lambda q: conform(pl.scan_parquet(q), table, keep_extra=True),
+    )
 
 
 def detect(path: str | os.PathLike[str]) -> Format:
@@ -55,8 +87,7 @@ def detect(path: str | os.PathLike[str]) -> Format:
     p = _existing(path)
     table = _parquet_table(p)
     if table is not None:
-        return Format("parquet", table, f"canonical {table} table in Parquet", lambda *_: True,
-                      lambda q: pl.scan_parquet(q))
+        return _parquet_format(table)
     head = read_head(p)
     for fmt in FORMATS:
         try:
@@ -66,6 +97,8 @@ def detect(path: str | os.PathLike[str]) -> Format:
             raise
         except Exception:  # a sniffer that chokes on a foreign file simply says no
             continue
+    if p.is_file() and not head.strip():
+        raise InputFormatError(p, "file is empty", expected="a trace", found="0 bytes of data")
     listing = "\n".join(f"  {f.name:<22} {f.description}" for f in FORMATS)
     raise UnknownFormatError(
         f"{p}: not a format fleetlab knows. Supported formats:\n{listing}\n"
@@ -74,7 +107,13 @@ def detect(path: str | os.PathLike[str]) -> Format:
 
 
 def format_named(name: str) -> Format:
-    """The format called ``name``; raises :class:`UnknownFormatError` listing the names."""
+    """The format called ``name`` (see :func:`formats`).
+
+    Raises
+    ------
+    UnknownFormatError
+        No format has that name; the message lists the names.
+    """
     for fmt in FORMATS:
         if fmt.name == name:
             return fmt
@@ -96,31 +135,123 @@ def read(path: str | os.PathLike[str], *, format: str | None = None) -> pl.LazyF
     -------
     polars.LazyFrame
         Conformed to the canonical table of the format; nothing is read yet beyond
-        what detection needs. Use :func:`load` to collect with clear errors.
+        what detection needs. Use :func:`load` to collect with clear errors: a lazy
+        frame cannot name the bad line of a malformed file, :func:`load` can.
+
+    Raises
+    ------
+    DataNotFoundError
+        ``path`` does not exist.
+    UnknownFormatError
+        ``path`` is in no supported format (or ``format`` is not a format name).
+    InputFormatError
+        The file is recognised but cannot be opened as that format.
     """
     p = _existing(path)
-    fmt = format_named(format) if format else detect(p)
-    try:
-        return fmt.scan(p)
-    except FleetlabError:
-        raise
-    except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
-        raise InputFormatError(p, f"cannot read as {fmt.name}: {_first_line(exc)}") from exc
+    return _scan(p, _format_of(p, format))
 
 
-def collect(frame: pl.LazyFrame, path: str | os.PathLike[str]) -> pl.DataFrame:
-    """Collect ``frame`` read from ``path``, turning engine errors into InputFormatError."""
+def _format_of(path: Path, format: str | None) -> Format:
+    if format is None or format == "parquet":
+        return detect(path)
+    return format_named(format)
+
+
+def _scan(path: Path, fmt: Format) -> pl.LazyFrame:
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputFormatError(
+            path, "file is empty", expected=f"a {fmt.name} file", found="0 bytes"
+        )
     try:
-        return frame.collect()
+        return fmt.scan(path)
     except FleetlabError:
         raise
-    except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
-        raise InputFormatError(path, _first_line(exc)) from exc
+    except READ_ERRORS as exc:
+        raise _explain(path, fmt, exc) from exc
+
+
+def _explain(path: Path, fmt: Format, exc: BaseException | None) -> InputFormatError:
+    """The most precise error for a file ``fmt`` failed to read (walks the file if it can)."""
+    if fmt.diagnose is not None:
+        try:
+            found = fmt.diagnose(path)
+        except FleetlabError as diag:
+            found = diag if isinstance(diag, InputFormatError) else None
+        except READ_ERRORS:
+            found = None
+        if found is not None:
+            return found
+    reason = _first_line(exc) if exc is not None else "unreadable"
+    return InputFormatError(path, f"cannot read as {fmt.name}: {reason}")
+
+
+def _check_nonnull(path: Path, fmt: Format, counts: dict[str, int]) -> None:
+    missing = {c: n for c, n in counts.items() if n}
+    if not missing:
+        return
+    diagnosed = _explain(path, fmt, None) if fmt.diagnose is not None else None
+    if diagnosed is not None and diagnosed.row is not None:
+        raise diagnosed
+    column, n = next(iter(missing.items()))
+    raise InputFormatError(
+        path,
+        f"{n} row(s) have no {column}",
+        field=column,
+        expected="a value in every row",
+        found=f"{n} missing",
+    )
+
+
+def collect(
+    frame: pl.LazyFrame, path: str | os.PathLike[str], *, format: str | None = None
+) -> pl.DataFrame:
+    """Collect ``frame`` read from ``path``, turning engine errors into InputFormatError.
+
+    When the format of ``path`` is known (given or detected) a failure is explained with
+    the first bad line of the file, and required values that came out empty (a cut
+    last line, say) are reported instead of returned.
+
+    Raises
+    ------
+    InputFormatError
+        The file behind ``frame`` is malformed.
+    """
+    p = Path(path)
+    try:
+        fmt: Format | None = _format_of(p, format) if p.exists() else None
+    except FleetlabError:
+        fmt = None
+    try:
+        df = frame.collect()
+    except FleetlabError:
+        raise
+    except READ_ERRORS as exc:
+        if fmt is None:
+            raise InputFormatError(path, _first_line(exc)) from exc
+        raise _explain(p, fmt, exc) from exc
+    if fmt is not None:
+        _check_nonnull(p, fmt, {c: df[c].null_count() for c in fmt.nonnull if c in df.columns})
+    return df
 
 
 def load(path: str | os.PathLike[str], *, format: str | None = None) -> pl.DataFrame:
-    """Read ``path`` into memory as a canonical table (see :func:`read`)."""
-    return collect(read(path, format=format), path)
+    """Read ``path`` into memory as a canonical table (see :func:`read`).
+
+    Returns
+    -------
+    polars.DataFrame
+        The canonical table (see ``TABLES``) of the file's format.
+
+    Raises
+    ------
+    DataNotFoundError, UnknownFormatError
+        As :func:`read`.
+    InputFormatError
+        The file is malformed; the message names the line, field, expected and found.
+    """
+    p = _existing(path)
+    fmt = _format_of(p, format)
+    return collect(_scan(p, fmt), p, format=fmt.name)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -128,39 +259,91 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+_STATS = ("name", "dtype", "nulls", "min", "max", "mean", "median", "distinct", "mean_length")
+
+
 def summarize(frame: pl.DataFrame, table: str) -> dict[str, Any]:
-    """Rows, time span and a per-column summary of a canonical table."""
+    """Rows, time span and a per-column summary of a canonical table.
+
+    All statistics are computed in one parallel polars pass. ``time_span.duration_s`` is
+    in seconds; for per-minute invocation counts it covers whole minutes.
+    """
     out: dict[str, Any] = {"table": table, "rows": frame.height, "columns": []}
-    time = TIME_COLUMNS.get(table)
-    if time and time[0] in frame.columns and frame.height:
-        col, scale = time
-        lo, hi = frame[col].min(), frame[col].max()
-        if lo is not None and hi is not None:
-            out["time_span"] = {"column": col, "start": lo, "end": hi,
-                                "duration_s": float(hi - lo) * scale}
-    if table == "invocations" and "minute" in frame.columns and frame["minute"].null_count() < frame.height:
-        out["time_span"] = {"column": "minute", "start": frame["minute"].min(),
-                            "end": frame["minute"].max(),
-                            "duration_s": float(frame["minute"].max() - frame["minute"].min() + 1) * 60}
+    exprs: list[pl.Expr] = []
     for name, dtype in frame.schema.items():
-        s = frame[name]
-        info: dict[str, Any] = {"name": name, "dtype": str(dtype), "nulls": s.null_count()}
-        if dtype.is_numeric() and s.null_count() < len(s):
-            info.update(min=s.min(), max=s.max(), mean=s.mean(), median=s.median())
+        col = pl.col(name)
+        exprs.append(col.null_count().alias(f"{name}\0nulls"))
+        if dtype.is_numeric():
+            exprs += [
+                col.min().alias(f"{name}\0min"),
+                col.max().alias(f"{name}\0max"),
+                col.mean().alias(f"{name}\0mean"),
+                col.median().alias(f"{name}\0median"),
+            ]
         elif dtype == pl.String:
-            info["distinct"] = s.n_unique()
+            exprs.append(col.n_unique().alias(f"{name}\0distinct"))
         elif isinstance(dtype, pl.List):
-            info["mean_length"] = s.list.len().mean()
+            exprs.append(col.list.len().mean().alias(f"{name}\0mean_length"))
+    stats = frame.select(exprs).row(0, named=True) if exprs else {}
+    for name, dtype in frame.schema.items():
+        # every column has the same keys (None where a statistic does not apply), so the
+        # CLI's table shows them all
+        info: dict[str, Any] = dict.fromkeys(_STATS)
+        info.update(name=name, dtype=str(dtype))
+        for key, value in stats.items():
+            column, stat = key.split("\0")
+            if column == name and (
+                stat in ("nulls", "distinct", "mean_length") or info["nulls"] < frame.height
+            ):
+                info[stat] = value
         out["columns"].append(info)
+    time = TIME_COLUMNS.get(table)
+    if time and time[0] in frame.columns:
+        col_name, scale = time
+        lo, hi = stats.get(f"{col_name}\0min"), stats.get(f"{col_name}\0max")
+        if lo is not None and hi is not None:
+            out["time_span"] = {
+                "column": col_name,
+                "start": lo,
+                "end": hi,
+                "duration_s": float(hi - lo) * scale,
+            }
+    if table == "invocations" and stats.get("minute\0min") is not None:
+        lo, hi = stats["minute\0min"], stats["minute\0max"]
+        out["time_span"] = {
+            "column": "minute",
+            "start": lo,
+            "end": hi,
+            "duration_s": float(hi - lo + 1) * 60,
+        }
     return out
 
 
 def inspect(path: str | os.PathLike[str], *, format: str | None = None) -> dict[str, Any]:
-    """Detect ``path``'s format and summarise it: format, table, rows, time span, columns."""
+    """Detect ``path``'s format and summarise it.
+
+    Returns
+    -------
+    dict
+        ``path``, ``format``, ``table``, ``rows``, ``time_span`` (column, start, end,
+        ``duration_s`` in seconds) when the table has a time column, ``columns`` (name,
+        dtype, nulls and min/max/mean/median or distinct counts) and, for formats that
+        keep questionable rows as the source has them, ``quality`` (counts of such rows).
+
+    Raises
+    ------
+    DataNotFoundError, UnknownFormatError, InputFormatError
+        As :func:`load`.
+    """
     p = _existing(path)
-    fmt = format_named(format) if format else detect(p)
-    frame = load(p, format=fmt.name if fmt.name != "parquet" else None)
-    return {"path": str(p), "format": fmt.name, **summarize(frame, fmt.table)}
+    fmt = _format_of(p, format)
+    frame = collect(_scan(p, fmt), p, format=fmt.name)
+    result = {"path": str(p), "format": fmt.name, **summarize(frame, fmt.table)}
+    if fmt.quality is not None:
+        result["quality"] = fmt.quality(frame)
+    if fmt.notes is not None:
+        result["quality"] = {**result.get("quality", {}), **fmt.notes(p)}
+    return result
 
 
 def convert(
@@ -173,30 +356,78 @@ def convert(
     """Convert ``path`` to a canonical Parquet file at ``out``, streaming where it can.
 
     Refuses to replace an existing ``out`` unless ``overwrite``. The file appears
-    atomically: it is written beside ``out`` and renamed when complete.
+    atomically: it is written beside ``out``, checked, and renamed when complete, so a
+    malformed input never leaves a partial ``out`` behind.
+
+    Returns
+    -------
+    dict
+        ``path``, ``out``, ``format``, ``table`` and ``rows`` written.
+
+    Raises
+    ------
+    FleetlabError
+        ``out`` exists and ``overwrite`` is false.
+    DataNotFoundError, UnknownFormatError, InputFormatError
+        As :func:`load`.
     """
     target = Path(out)
     if target.exists() and not overwrite:
-        raise FleetlabError(f"{target}: already exists; pass overwrite=True (--force) to replace it")
-    frame = read(path, format=format)
+        raise FleetlabError(
+            f"{target}: already exists; pass overwrite=True (--force) to replace it"
+        )
+    p = _existing(path)
+    fmt = _format_of(p, format)
+    frame = _scan(p, fmt)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         try:
             frame.sink_parquet(tmp)
         except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError):
-            collect(frame, path).write_parquet(tmp)
+            collect(frame, p, format=fmt.name).write_parquet(tmp)
+        except READ_ERRORS as exc:
+            raise _explain(p, fmt, exc) from exc
+        written = pl.scan_parquet(tmp)
+        nonnull = [c for c in fmt.nonnull if c in written.collect_schema().names()]
+        stats = written.select(pl.len().alias("__rows"), *(pl.col(c).null_count() for c in nonnull))
+        counts = stats.collect().row(0, named=True)
+        _check_nonnull(p, fmt, {c: counts[c] for c in nonnull})
         os.replace(tmp, target)
-    except (pl.exceptions.PolarsError, ValueError) as exc:
-        raise InputFormatError(path, _first_line(exc)) from exc
     finally:
         tmp.unlink(missing_ok=True)
-    rows = pl.scan_parquet(target).select(pl.len()).collect().item()
-    return {"path": str(path), "out": str(target), "table": detect(target).table, "rows": rows}
+    return {
+        "path": str(path),
+        "out": str(target),
+        "format": fmt.name,
+        "table": fmt.table,
+        "rows": counts["__rows"],
+    }
 
 
 def canonical(frame: pl.LazyFrame, table: str) -> pl.LazyFrame:
-    """Conform an in-memory frame you built yourself to canonical ``table`` (see TABLES)."""
+    """Conform an in-memory frame you built yourself to canonical ``table`` (see TABLES).
+
+    Returns
+    -------
+    polars.LazyFrame
+        The canonical columns in canonical order and dtypes (missing optional ones null).
+
+    Raises
+    ------
+    UnknownFormatError
+        ``table`` is not a canonical table.
+    InputFormatError
+        A required column of ``table`` is missing (the error names the frame's columns).
+    """
     if table not in TABLES:
         raise UnknownFormatError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-    return conform(frame, table)
+    try:
+        return conform(frame, table)
+    except ValueError as exc:
+        raise InputFormatError(
+            "<in-memory frame>",
+            str(exc),
+            expected=f"the {table} columns {list(TABLES[table].required)}",
+            found=frame.collect_schema().names(),
+        ) from exc

@@ -10,6 +10,7 @@ import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -25,6 +26,13 @@ class Format:
     ``sniff(path, head)`` says whether a file (``head`` is its first bytes, decompressed)
     or a directory (``head`` is empty) is in this format; ``scan(path)`` returns a lazy
     frame already conformed to the canonical ``table``.
+
+    The optional parts make bad input explainable without slowing the happy path:
+    ``diagnose(path)`` walks the raw file when reading failed (or left a ``nonnull``
+    column empty) and returns the first problem as an :class:`InputFormatError` naming
+    the line, field, expected and found; ``nonnull`` lists the canonical columns that
+    must have no missing values; ``quality(frame)`` counts rows that are kept as the
+    source has them but deserve a warning (negative times, empty requests, ...).
     """
 
     name: str
@@ -32,6 +40,12 @@ class Format:
     description: str
     sniff: Callable[[Path, bytes], bool]
     scan: Callable[[Path], pl.LazyFrame]
+    diagnose: Callable[[Path], InputFormatError | None] | None = None
+    nonnull: tuple[str, ...] = ()
+    quality: Callable[[pl.DataFrame], dict[str, Any]] | None = None
+    #: counts that need the source file, not just the table (rows dropped as exact
+    #: duplicates, two-sided records merged, ...); merged into ``inspect``'s quality
+    notes: Callable[[Path], dict[str, Any]] | None = None
 
 
 def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:

@@ -1,3 +1,58 @@
-"""fleetlab.workload (see docs/workload.md)."""
+"""Workload characterization and generative workload models (see docs/workload.md).
 
-__all__: list[str] = []
+``characterize(table)`` gives the analyses that apply to any canonical table;
+``fit(table)`` returns a :class:`WorkloadModel` (a small versioned YAML/JSON file with
+``save_model``/``load_model``); ``synth``/``sample``/``iter_chunks`` draw synthetic
+traces of any duration and scale, deterministic for a seed and streamed in chunks;
+``compare(real, synth)`` gives per-statistic fidelity verdicts with thresholds.
+"""
+
+from fleetlab.workload._characterize import Characterization, characterize
+from fleetlab.workload._compare import Comparison, Thresholds, compare, load_thresholds
+from fleetlab.workload._fit import FitOptions, fit
+from fleetlab.workload._model import (
+    SCHEMA_VERSION,
+    Arrival,
+    Copula,
+    Entity,
+    Marginal,
+    RateCurve,
+    Renewal,
+    Source,
+    WorkloadModel,
+    load_model,
+    save_model,
+)
+from fleetlab.workload._reports import characterization_report, comparison_report, model_section
+from fleetlab.workload._synth import iter_chunks, parse_duration, sample, synth
+from fleetlab.workload._tour import tour_stop
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Arrival",
+    "Characterization",
+    "Comparison",
+    "Copula",
+    "Entity",
+    "FitOptions",
+    "Marginal",
+    "RateCurve",
+    "Renewal",
+    "Source",
+    "Thresholds",
+    "WorkloadModel",
+    "characterization_report",
+    "characterize",
+    "compare",
+    "comparison_report",
+    "fit",
+    "iter_chunks",
+    "load_model",
+    "load_thresholds",
+    "model_section",
+    "parse_duration",
+    "sample",
+    "save_model",
+    "synth",
+    "tour_stop",
+]

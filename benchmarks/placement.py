@@ -1,0 +1,297 @@
+"""Placement decisions per second on a 10,000-server cluster, and gaps to the lower bound.
+
+Runs, in one process:
+
+1. fleetlab's allocator (servers grouped into classes of identical resource state,
+   vectorised scoring over the classes) and a peer: the straightforward numpy
+   bin-packer that scores every server per request (what a "toy bin-packer" does),
+   on the same request stream; both must make the same decisions. Prints decisions/s
+   of each and the ratio.
+2. Every policy's decisions/s on the same stream (fleetlab only).
+3. On each real trace in the mirror: peak servers used by best-fit and FGD vs the
+   fluid and LP lower bounds.
+
+Usage: ``python benchmarks/placement.py [--servers 10000] [--requests 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from fleetlab import placement as P
+from fleetlab.placement._state import ClusterState, ask_of
+from fleetlab.sim import Streams
+
+
+def vm_stream(n: int, servers: int, seed: int = 0) -> pl.DataFrame:
+    """Azure-like VM sizes, Poisson arrivals, lognormal lifetimes; ~85% cores in use."""
+    rng = Streams(seed).get("bench")
+    cores = rng.choice([1, 2, 4, 8, 16, 32], size=n, p=[0.3, 0.3, 0.2, 0.12, 0.06, 0.02])
+    ratio = rng.choice([2.0, 4.0, 8.0], size=n, p=[0.3, 0.5, 0.2])
+    mean_cores = float(cores.mean())
+    life = rng.lognormal(np.log(3600.0), 1.0, size=n)
+    # arrival rate so that Little's law gives ~85% of the cluster's cores busy
+    rate = 0.85 * servers * 48 / (mean_cores * float(life.mean()))
+    arrival = np.cumsum(rng.exponential(1.0 / rate, size=n))
+    return pl.DataFrame(
+        {
+            "vm_id": [f"vm{i}" for i in range(n)],
+            "created_s": arrival,
+            "deleted_s": arrival + life,
+            "cores": cores.astype(float),
+            "memory_gb": cores * ratio,
+        }
+    )
+
+
+def naive_best_fit(cluster: P.Cluster, reqs: P.Requests) -> tuple[np.ndarray, float, float]:
+    """The peer: scan every server with numpy for every request (best fit, L1)."""
+    import heapq
+
+    free = cluster.capacity.copy()
+    inv = 1.0 / cluster.capacity
+    where = np.full(reqs.size, -1)
+    heap: list[tuple[float, int]] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(reqs.size):
+        while heap and heap[0][0] <= reqs.arrival[i]:
+            _, j = heapq.heappop(heap)
+            free[where[j]] += reqs.demand[j]
+        dem = reqs.demand[i]
+        ok = (free >= dem - 1e-9).all(axis=1)
+        cand = np.flatnonzero(ok)
+        if cand.size:
+            score = ((free[cand] - dem) * inv[cand]).sum(axis=1)
+            best = cand[score <= score.min() + 1e-9 * max(1.0, abs(score.min()))].min()
+            free[best] -= dem
+            where[i] = best
+            heapq.heappush(heap, (reqs.departure[i], i))
+    return where, time.perf_counter() - t0, time.process_time() - c0
+
+
+def fleetlab_run(
+    cluster: P.Cluster, reqs: P.Requests, policy: P.Policy
+) -> tuple[np.ndarray, float, float]:
+    """fleetlab's decide/place/release loop over the same stream (decisions timed)."""
+    import heapq
+
+    state = ClusterState(cluster)
+    where = np.full(reqs.size, -1)
+    heap: list[tuple[float, int]] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(reqs.size):
+        while heap and heap[0][0] <= reqs.arrival[i]:
+            _, j = heapq.heappop(heap)
+            state.release(j)
+        ask = ask_of(reqs, i)
+        choice = P.decide(policy, state, ask)
+        if choice is not None:
+            state.place(ask, *choice)
+            where[i] = choice[0]
+            heapq.heappush(heap, (reqs.departure[i], i))
+    return where, time.perf_counter() - t0, time.process_time() - c0
+
+
+def service_latency(cluster: P.Cluster, vms: pl.DataFrame, n: int = 3000) -> None:
+    """Per-decision latency of the allocator, in-process and over HTTP on loopback."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    rows = vms.head(n).to_dicts()
+    alloc = P.Allocator(cluster, P.make_policy("best-fit"))
+    lat = []
+    for r in rows:
+        body = {"vm_id": r["vm_id"], "cores": r["cores"], "memory_gb": r["memory_gb"]}
+        t0 = time.perf_counter()
+        alloc.allocate(body)
+        lat.append(time.perf_counter() - t0)
+    ms = np.array(lat) * 1e3
+    print(
+        f"  in-process allocate: p50 {np.percentile(ms, 50):.3f} ms  "
+        f"p99 {np.percentile(ms, 99):.3f} ms  ({n} decisions, best-fit, "
+        f"{cluster.size} servers)"
+    )
+    alloc = P.Allocator(cluster, P.make_policy("best-fit"))
+    loop = asyncio.new_event_loop()
+    box: dict = {}
+    ready = threading.Event()
+
+    async def run() -> None:
+        srv = await P.start_server(alloc, host="127.0.0.1", port=0)
+        box["port"], box["srv"] = srv.sockets[0].getsockname()[1], srv
+        ready.set()
+        async with srv:
+            with contextlib.suppress(asyncio.CancelledError):
+                await srv.serve_forever()
+
+    th = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
+    th.start()
+    ready.wait(10)
+    lat = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{box['port']}") as c:
+        for r in rows:
+            body = {"vm_id": r["vm_id"], "cores": r["cores"], "memory_gb": r["memory_gb"]}
+            t0 = time.perf_counter()
+            c.post("/allocate", json=body)
+            lat.append(time.perf_counter() - t0)
+    loop.call_soon_threadsafe(box["srv"].close)
+    th.join(5)
+    ms = np.array(lat) * 1e3
+    print(
+        f"  HTTP round trip (httpx client, keep-alive): p50 {np.percentile(ms, 50):.3f} ms  "
+        f"p99 {np.percentile(ms, 99):.3f} ms"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--servers", type=int, default=10_000)
+    ap.add_argument("--requests", type=int, default=20_000)
+    ap.add_argument(
+        "--policies",
+        default="first-fit,best-fit,worst-fit,dot-product,tetris,"
+        "most-allocated,least-allocated,rtcr,protean,lifetime,oversub,random",
+    )
+    ap.add_argument(
+        "--service-only",
+        action="store_true",
+        help="Only measure the allocator service's decision latency.",
+    )
+    ap.add_argument("--no-traces", action="store_true", help="Skip the real-trace part.")
+    ap.add_argument("--traces-only", action="store_true", help="Only the real-trace part.")
+    args = ap.parse_args()
+    spec = P.ClusterSpec(
+        server_types=(
+            P.ServerType(name="std", count=args.servers, capacity={"cores": 48, "memory_gb": 384}),
+        )
+    )
+    cluster = P.build_cluster(spec)
+    reqs = P.requests_from_vms(vm_stream(args.requests, args.servers), cluster)
+    if args.service_only:
+        print("allocator service latency:")
+        service_latency(cluster, vm_stream(args.requests, args.servers))
+        return
+    if args.traces_only:
+        real_traces()
+        return
+    warm = reqs.take(np.arange(min(2000, reqs.size)))
+    fleetlab_run(cluster, warm, P.make_policy("best-fit"))
+    print(f"cluster: {args.servers} servers (48 cores, 384 GiB); {reqs.size} requests")
+    ours, t_ours, c_ours = fleetlab_run(cluster, reqs, P.make_policy("best-fit"))
+    peer, t_peer, c_peer = naive_best_fit(cluster, reqs)
+    same = bool((ours == peer).all())
+    print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"best-fit  fleetlab {reqs.size / t_ours:>9,.0f} decisions/s wall "
+        f"({reqs.size / c_ours:,.0f}/CPU-s)   peer (numpy full scan) "
+        f"{reqs.size / t_peer:>9,.0f} wall ({reqs.size / c_peer:,.0f}/CPU-s)   "
+        f"ratio {c_peer / c_ours:.1f}x (CPU)   same decisions: {same}"
+    )
+    print("\nallocator service latency:")
+    service_latency(cluster, vm_stream(args.requests, args.servers))
+    print("\nper policy (fleetlab, decisions incl. releases, same stream):")
+    for name in args.policies.split(","):
+        pol = P.make_policy(name, seed=0)
+        where, t, c = fleetlab_run(cluster, reqs, pol)
+        print(
+            f"  {name:<16} {reqs.size / t:>9,.0f} decisions/s wall  {reqs.size / c:>9,.0f}/CPU-s"
+            f"   failures {(where < 0).sum():>6}"
+        )
+    if not args.no_traces:
+        real_traces()
+
+
+def real_traces() -> None:
+    """Gap to the lower bound on each real trace, then the FGD protocol on openb."""
+    mirror = Path(os.environ.get("FLEETLAB_MIRROR", "/work/shared/data"))
+    openb = mirror / "alibaba-gpu-2023-openb"
+    if openb.exists():
+        print("\ngap to the lower bound on real traces (peak servers used / bound - 1):")
+        cl = P.load_cluster(openb / "openb_node_list_gpu_node.csv")
+        vms = P.load_vms(openb / "openb_pod_list_default.csv")
+        summary, _, metrics = P.compare(cl, vms, ["best-fit", "fgd", "worst-fit"], samples=50)
+        b = metrics["bounds"]
+        print(
+            f"  openb ({cl.size} GPU nodes): fluid {b['fluid']['servers']:.0f}, "
+            f"LP {b['lp'].get('servers')}"
+        )
+        for r in summary.iter_rows(named=True):
+            print(
+                f"    {r['policy']:<10} peak servers {r['peak_used_servers']:>5}  "
+                f"gap {r['gap_to_bound']:.2f}  failures {r['failures']}"
+            )
+    others = [
+        (
+            "alibaba-gpu-2025-dlrm/disaggregated_DLRM_trace.csv",
+            None,
+            P.ServerType(name="gpu8", count=0, capacity={"cores": 192, "memory_gb": 2048}, gpus=8),
+        ),
+        (
+            "alibaba-2018-batch-spar-sample/sample_instances.csv.gz",
+            50_000,
+            P.ServerType(name="cpu96", count=0, capacity={"cores": 96, "memory_gb": 512}),
+        ),
+    ]
+    for rel, limit, server in others:
+        path = mirror / rel
+        if not path.exists():
+            continue
+        vms = P.load_vms(path)
+        if limit:
+            vms = vms.sort("created_s").head(limit)
+        one = P.build_cluster(P.ClusterSpec(server_types=(server.model_copy(update={"count": 1}),)))
+        reqs = P.requests_from_vms(vms, one, missing_created="start")
+        fluid = P.fluid_bound(reqs, one.capacity[0])["servers"]
+        n = int(fluid * 1.5) + 2
+        cl = P.build_cluster(P.ClusterSpec(server_types=(server.model_copy(update={"count": n}),)))
+        reqs = P.requests_from_vms(vms, cl, missing_created="start")
+        summary, _, metrics = P.compare(
+            cl, reqs, ["best-fit", "first-fit", "worst-fit", "dot-product"], samples=50
+        )
+        b = metrics["bounds"]
+        print(
+            f"  {rel.split('/')[0]} ({reqs.size} requests, {n} x {server.name}): "
+            f"fluid {b['fluid']['servers']:.0f}, LP {b['lp'].get('servers')}"
+        )
+        for r in summary.iter_rows(named=True):
+            print(
+                f"    {r['policy']:<12} peak servers {r['peak_used_servers']:>5}  "
+                f"gap {r['gap_to_bound']:.2f}  failures {r['failures']}"
+            )
+    if openb.exists():
+        cl = P.load_cluster(openb / "openb_node_list_gpu_node.csv")
+        vms = P.load_vms(openb / "openb_pod_list_default.csv")
+        t0 = time.perf_counter()
+        _curves, fsum, fm = P.fragmentation_experiment(
+            cl,
+            vms,
+            ["random", "dot-product", "gpu-packing", "gpu-clustering", "best-fit", "fgd"],
+            seeds=(0, 1, 2, 3, 4),
+            step=0.05,
+        )
+        print(
+            f"\nFGD protocol on openb ({cl.size} nodes, {int(cl.gpus.sum())} GPUs), 5 seeds "
+            f"({time.perf_counter() - t0:.0f} s):"
+        )
+        for r in fsum.iter_rows(named=True):
+            print(
+                f"    {r['policy']:<12} unallocated {r['unallocated'] * 100:5.2f}% "
+                f"(sd {r['unallocated_std'] * 100:.2f})  = {r['unallocated_gpus']:.0f} GPUs  "
+                f"fragmented {r['fragmented'] * 100:5.2f}%"
+            )
+        for k, v in fm.items():
+            if k.startswith("fgd_"):
+                print(f"    {k}: {v:.3f}")
+
+
+if __name__ == "__main__":
+    main()

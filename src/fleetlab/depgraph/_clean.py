@@ -1,0 +1,287 @@
+"""Cleaning a spans table before mining: ids, duplicates, clock units, parent links.
+
+Everything here is Polars expressions over whole columns; no Python loop per span. The
+result is a table of spans with 64-bit join keys and the parent's columns attached, plus a
+dict of data-quality counts (what was dropped or repaired, and why).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from fleetlab.errors import InputFormatError
+
+REQUIRED = (
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "service",
+    "operation",
+    "start_us",
+    "duration_us",
+    "status",
+)
+#: parent ids that mean "no parent" when no span has them ("0" is not one: Alibaba rpcids)
+ROOT_MARKERS = (
+    "",
+    "root",
+    "null",
+    "none",
+    "0000000000000000",
+    "00000000000000000000000000000000",
+)
+_MARKER_VARIANTS = sorted({v for m in ROOT_MARKERS for v in (m, m.upper(), m.capitalize())})
+_ERROR_STATUS = r"(?i)^(error|err|fault|failed|failure|status_code_error|2|5\d\d)$"
+_EPOCH_US = (1e14, 1e17)  # 1973 .. 5138 in microseconds since the epoch
+
+
+def _span_key(trace: pl.Expr, span: pl.Expr) -> pl.Expr:
+    """64-bit key of (trace id, span id): two seeded string hashes combined (collisions
+    need ~4e9 spans to reach a 50% chance, far beyond one table)."""
+    return trace.hash(7) ^ span.hash(3)
+
+
+def _error_values(status: pl.Series) -> pl.Series:
+    """The distinct status strings that mean failure (few distinct values: matched in Python)."""
+    values = status.drop_nulls().unique()
+    return values.filter(values.str.contains(_ERROR_STATUS))
+
+
+def _lower_few(col: pl.Series) -> pl.Expr:
+    """Lower-case a column with few distinct values through a lookup, not per row."""
+    values = col.drop_nulls().unique().to_list()
+    mapping = {v: v.lower() for v in values if v != v.lower()}
+    if not mapping:
+        return pl.col(col.name)
+    return pl.col(col.name).replace(mapping)
+
+
+def as_frame(spans: pl.DataFrame | pl.LazyFrame, *, source: str) -> pl.DataFrame:
+    """Select the span columns (optional ones as nulls) and collect; checks required columns."""
+    lf = spans.lazy() if isinstance(spans, pl.DataFrame) else spans
+    names = lf.collect_schema().names()
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise InputFormatError(
+            source,
+            f"missing span column(s) {missing}",
+            row=1,
+            expected=f"columns {list(REQUIRED)}",
+            found=names,
+        )
+    opt = [
+        (pl.col(c) if c in names else pl.lit(None)).cast(pl.String).alias(c)
+        for c in ("kind", "peer_service")
+    ]
+    try:
+        return lf.select(
+            pl.col("trace_id").cast(pl.String),
+            pl.col("span_id").cast(pl.String),
+            pl.col("parent_id").cast(pl.String),
+            pl.col("service").cast(pl.String),
+            pl.col("operation").cast(pl.String),
+            pl.col("start_us").cast(pl.Int64),
+            pl.col("duration_us").cast(pl.Int64),
+            pl.col("status").cast(pl.String),
+            *opt,
+        ).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise InputFormatError(
+            source,
+            f"span columns have the wrong type: {exc}".splitlines()[0],
+            expected="string ids and integer start_us/duration_us",
+        ) from exc
+
+
+def clean_spans(
+    spans: pl.DataFrame | pl.LazyFrame, *, source: str = "<spans>"
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Repair and key a spans table; attach each span's parent.
+
+    Returns
+    -------
+    (frame, quality)
+        ``frame`` has the span columns plus ``k``/``pk``/``tk`` (u64 keys of
+        (trace, span), (trace, parent), trace), ``is_error``, ``end_us`` and the parent's
+        ``p_service``, ``p_operation``, ``p_start_us``, ``p_duration_us``, ``p_kind``,
+        ``p_is_error`` (nulls for roots and orphans). ``quality`` counts what was repaired.
+    """
+    df = as_frame(spans, source=source)
+    q: dict[str, Any] = {"spans_in": df.height}
+    missing = df.select(
+        (
+            pl.col("trace_id").is_null() | pl.col("span_id").is_null() | pl.col("service").is_null()
+        ).sum()
+    ).item()
+    q["missing_ids"] = int(missing)
+    if missing:
+        df = df.drop_nulls(["trace_id", "span_id", "service"])
+
+    # self-parents become null parents ("no parent" markers are resolved after the join:
+    # "0" is a real span id in some exports)
+    pid = pl.col("parent_id")
+    df = df.with_columns(
+        pl.when(pid.is_null() | (pid == "") | (pid == pl.col("span_id")))
+        .then(None)
+        .otherwise(pid)
+        .alias("parent_id"),
+        (pid == pl.col("span_id")).fill_null(False).alias("_selfp"),
+    )
+    q["self_parents"] = int(df["_selfp"].sum())
+    df = df.drop("_selfp")
+
+    df, q["rescaled_clock_units"] = _fix_clock_units(df)
+    neg = df["duration_us"] < 0
+    q["negative_durations"] = int(neg.sum())
+    q["missing_durations"] = int(df["duration_us"].null_count())
+    if q["negative_durations"]:
+        df = df.with_columns(
+            pl.when(pl.col("duration_us") < 0)
+            .then(None)
+            .otherwise(pl.col("duration_us"))
+            .alias("duration_us")
+        )
+
+    df = df.with_columns(
+        _span_key(pl.col("trace_id"), pl.col("span_id")).alias("k"),
+        pl.col("trace_id").hash(11).alias("tk"),
+    )
+    df, q = _dedupe(df, q)
+    df = df.with_columns(
+        pl.when(pl.col("parent_id").is_null())
+        .then(None)
+        .otherwise(_span_key(pl.col("trace_id"), pl.col("parent_id")))
+        .alias("pk"),
+        pl.col("status").is_in(_error_values(df["status"])).fill_null(False).alias("is_error"),
+        (pl.col("start_us") + pl.col("duration_us").fill_null(0)).alias("end_us"),
+        _lower_few(df["kind"]).alias("kind"),
+    )
+    parents = df.select(
+        pl.col("k").alias("pk"),
+        pl.col("service").alias("p_service"),
+        pl.col("operation").alias("p_operation"),
+        pl.col("start_us").alias("p_start_us"),
+        pl.col("duration_us").alias("p_duration_us"),
+        pl.col("kind").alias("p_kind"),
+        pl.col("is_error").alias("p_is_error"),
+    )
+    df = df.join(parents, on="pk", how="left", coalesce=True)
+    marker = (
+        pl.col("p_service").is_null() & pl.col("parent_id").is_in(_MARKER_VARIANTS)
+    ).fill_null(False)
+    df = df.with_columns(
+        pl.when(marker).then(None).otherwise(pl.col("pk")).alias("pk"),
+        pl.when(marker).then(None).otherwise(pl.col("parent_id")).alias("parent_id"),
+    )
+    orphan = pl.col("pk").is_not_null() & pl.col("p_service").is_null()
+    stats = df.select(
+        orphan.sum().alias("orphans"),
+        pl.col("tk").filter(orphan).n_unique().alias("broken"),
+        pl.col("tk").n_unique().alias("traces"),
+        pl.col("pk").is_null().sum().alias("roots"),
+        (pl.col("start_us") < pl.col("p_start_us")).sum().alias("early"),
+        (pl.col("end_us") > pl.col("p_start_us") + pl.col("p_duration_us")).sum().alias("late"),
+    ).row(0, named=True)
+    q.update(
+        spans_used=df.height,
+        traces=int(stats["traces"]),
+        root_spans=int(stats["roots"]),
+        orphan_spans=int(stats["orphans"]),
+        broken_traces=int(stats["broken"]),
+        children_before_parent=int(stats["early"]),
+        children_after_parent=int(stats["late"]),
+    )
+    return df, q
+
+
+def _fix_clock_units(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Rows whose start is in ns or ms while the table is in µs since the epoch are rescaled."""
+    if df.height == 0:
+        return df, 0
+    med = df["start_us"].median()
+    if med is None or not (_EPOCH_US[0] <= med < _EPOCH_US[1]):
+        return df, 0  # relative clocks: magnitudes say nothing about units
+    s = pl.col("start_us")
+    factor = (
+        pl.when(s >= _EPOCH_US[1] * 10)
+        .then(pl.lit(-1000))  # nanoseconds
+        .when((s >= 1e11) & (s < _EPOCH_US[0]))
+        .then(pl.lit(1000))  # milliseconds
+        .otherwise(pl.lit(1))
+    )
+    df = df.with_columns(factor.alias("_f"))
+    n = int((df["_f"] != 1).sum())
+    if n:
+        f = pl.col("_f")
+        df = df.with_columns(
+            pl.when(f < 0).then(s // 1000).otherwise(s * f).alias("start_us"),
+            pl.when(f < 0)
+            .then(pl.col("duration_us") // 1000)
+            .otherwise(pl.col("duration_us") * f)
+            .alias("duration_us"),
+        )
+    return df.drop("_f"), n
+
+
+def _dedupe(df: pl.DataFrame, q: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Drop exact duplicates; split Zipkin-style shared client/server ids; keep one of the rest."""
+    q.update(duplicate_rows_dropped=0, shared_client_server_ids=0, conflicting_span_ids=0)
+    if df["k"].n_unique() == df.height:
+        return df, q
+    before = df.height
+    df = df.unique(subset=[c for c in df.columns if c != "k"], keep="first", maintain_order=True)
+    q["duplicate_rows_dropped"] = before - df.height
+    if df["k"].n_unique() == df.height:
+        return df, q
+    dup = df.filter(pl.col("k").is_duplicated())
+    # Zipkin v2: one id shared by the client half (caller) and the server half (callee)
+    pairs = (
+        dup.group_by("k")
+        .agg(
+            (pl.col("kind").str.to_lowercase() == "client").any().alias("has_client"),
+            (pl.col("kind").str.to_lowercase() == "server").any().alias("has_server"),
+            pl.len().alias("n"),
+        )
+        .filter(pl.col("has_client") & pl.col("has_server") & (pl.col("n") == 2))
+    )
+    if pairs.height:
+        shared = pl.col("k").is_in(pairs["k"].implode())
+        is_server = shared & (pl.col("kind").str.to_lowercase() == "server")
+        server_rows = df.filter(is_server.fill_null(False)).select(
+            "trace_id", pl.col("span_id").alias("_sid"), pl.col("service").alias("_ssvc")
+        )
+        df = df.with_columns(
+            pl.when(is_server)
+            .then(pl.col("span_id"))
+            .otherwise(pl.col("parent_id"))
+            .alias("parent_id"),
+            pl.when(is_server)
+            .then(pl.col("span_id") + "~server")
+            .otherwise(pl.col("span_id"))
+            .alias("span_id"),
+        )
+        # children written against the shared id, in the server's service, hang under the server
+        df = df.join(
+            server_rows,
+            left_on=["trace_id", "parent_id"],
+            right_on=["trace_id", "_sid"],
+            how="left",
+        )
+        move = (pl.col("_ssvc") == pl.col("service")) & ~is_server.fill_null(False)
+        df = df.with_columns(
+            pl.when(move.fill_null(False))
+            .then(pl.col("parent_id") + "~server")
+            .otherwise(pl.col("parent_id"))
+            .alias("parent_id")
+        ).drop("_ssvc")
+        df = df.with_columns(_span_key(pl.col("trace_id"), pl.col("span_id")).alias("k"))
+        q["shared_client_server_ids"] = pairs.height
+    n = df.height
+    if df["k"].n_unique() != n:
+        df = df.sort("start_us", nulls_last=True).unique(
+            subset=["k"], keep="first", maintain_order=True
+        )
+        q["conflicting_span_ids"] = n - df.height
+    return df, q

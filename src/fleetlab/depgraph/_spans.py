@@ -1,0 +1,294 @@
+"""Mining the service graph and the operation graph from a spans table (Polars group-bys)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import networkx as nx
+import polars as pl
+
+from fleetlab.depgraph._clean import clean_spans
+from fleetlab.depgraph._graph import DependencyGraph
+
+_ASYNC_KINDS = ["producer", "consumer"]
+
+
+def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.DataFrame:
+    """Cross-service calls of a cleaned spans frame, one row per call.
+
+    A call is a parent->child link whose services differ (client/server pairs and
+    in-service child spans therefore count once and never make self-loops), plus leaf client or
+    producer spans whose callee is only named by ``peer_service`` (an uninstrumented
+    database or broker), plus server/consumer spans whose parent is missing but whose
+    caller is named by ``peer_service`` (broken Alibaba call graphs keep their edges).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``caller, callee, caller_op, callee_op, trace_id, tk, start_us, latency_us, is_error,
+        is_async``; latency is the caller-side client span when there is one, else the
+        callee's span (µs).
+    """
+    cross = pl.col("p_service").is_not_null() & (pl.col("p_service") != pl.col("service"))
+    links = (
+        frame.lazy()
+        .filter(cross)
+        .select(
+            pl.col("p_service").alias("caller"),
+            pl.col("service").alias("callee"),
+            pl.col("p_operation").alias("caller_op"),
+            pl.col("operation").alias("callee_op"),
+            "trace_id",
+            "tk",
+            pl.col("start_us"),
+            pl.when(pl.col("p_kind") == "client")
+            .then(pl.col("p_duration_us"))
+            .otherwise(pl.col("duration_us"))
+            .alias("latency_us"),
+            (pl.col("is_error") | ((pl.col("p_kind") == "client") & pl.col("p_is_error")))
+            .fill_null(False)
+            .alias("is_error"),
+            (
+                pl.col("kind").is_in(_ASYNC_KINDS).fill_null(False)
+                | (pl.col("p_kind") == "producer").fill_null(False)
+                | (pl.col("duration_us") > pl.col("p_duration_us") + async_tolerance_us).fill_null(
+                    False
+                )
+            ).alias("is_async"),
+            pl.col("pk").alias("_ck"),
+        )
+        .collect()
+    )
+    if frame["peer_service"].null_count() == frame.height:  # nothing names a peer
+        return links.drop("_ck")
+    has_cross_child = links["_ck"].unique().implode()
+    leaf = (
+        frame.lazy()
+        .filter(
+            pl.col("kind").is_in(["client", "producer"])
+            & pl.col("peer_service").is_not_null()
+            & (pl.col("peer_service") != pl.col("service"))
+            & ~pl.col("k").is_in(has_cross_child)
+        )
+        .select(
+            pl.col("service").alias("caller"),
+            pl.col("peer_service").alias("callee"),
+            pl.col("operation").alias("caller_op"),
+            pl.col("operation").alias("callee_op"),
+            "trace_id",
+            "tk",
+            "start_us",
+            pl.col("duration_us").alias("latency_us"),
+            pl.col("is_error").fill_null(False),
+            (pl.col("kind") == "producer").alias("is_async"),
+        )
+        .collect()
+    )
+    # a span whose parent is missing but whose caller is named (Alibaba's um, Zipkin's
+    # remote endpoint of a server span): the call is still known, from its callee side
+    named = (
+        frame.lazy()
+        .filter(
+            pl.col("pk").is_not_null()
+            & pl.col("p_service").is_null()
+            & pl.col("kind").is_in(["server", "consumer"])
+            & pl.col("peer_service").is_not_null()
+            & (pl.col("peer_service") != pl.col("service"))
+        )
+        .select(
+            pl.col("peer_service").alias("caller"),
+            pl.col("service").alias("callee"),
+            pl.lit(None, pl.String).alias("caller_op"),
+            pl.col("operation").alias("callee_op"),
+            "trace_id",
+            "tk",
+            "start_us",
+            pl.col("duration_us").alias("latency_us"),
+            pl.col("is_error").fill_null(False),
+            (pl.col("kind") == "consumer").alias("is_async"),
+        )
+        .collect()
+    )
+    return pl.concat([links.drop("_ck"), leaf, named], how="vertical_relaxed")
+
+
+def _edge_stats(links: pl.DataFrame, keys: list[str], window_s: float | None) -> pl.DataFrame:
+    lat_ms = pl.col("latency_us").cast(pl.Float64) / 1000.0
+    rate = pl.len() / window_s if window_s else pl.lit(math.nan)
+    return (
+        links.group_by(keys)
+        .agg(
+            pl.len().alias("calls"),
+            rate.alias("rate_per_s"),
+            lat_ms.quantile(0.5, "linear").alias("p50_ms"),
+            lat_ms.quantile(0.99, "linear").alias("p99_ms"),
+            lat_ms.mean().alias("mean_ms"),
+            pl.col("is_error").mean().alias("error_rate"),
+            pl.col("is_async").mean().alias("async_share"),
+        )
+        .sort(keys)
+    )
+
+
+def mine_spans(
+    spans: pl.DataFrame | pl.LazyFrame,
+    *,
+    window_s: float | None = None,
+    async_tolerance_us: int = 1000,
+    trace_stats: bool = True,
+    source: str = "<spans>",
+) -> DependencyGraph:
+    """Mine the service graph and the operation graph from a canonical spans table.
+
+    Every step is a Polars join or group-by over whole columns. Duplicated rows are dropped,
+    Zipkin's shared client/server ids split, ns/ms timestamps in a µs table rescaled,
+    negative durations kept as calls but left out of latency statistics, and spans whose
+    parent is unknown (broken traces) counted; all of it is in ``graph.meta['quality']``.
+
+    Parameters
+    ----------
+    spans
+        Canonical ``spans`` table (see ``fleetlab.traces.TABLES['spans']``), eager or lazy.
+    window_s
+        Length of the observation window in seconds for ``rate_per_s``; default: from the
+        first span start to the last span end.
+    async_tolerance_us
+        A call is asynchronous when the callee's span outlives the caller's by more than
+        this (µs; robust to clock skew, which shifts spans but does not stretch them), or
+        when a span kind is ``producer``/``consumer``.
+    trace_stats
+        Also count, per service, the traces that touch it and the entry point of each
+        (exact blast-radius shares; costs one more join).
+    source
+        Name used in error messages (a file path).
+
+    Returns
+    -------
+    DependencyGraph
+        Edges carry ``calls``, ``rate_per_s``, ``p50_ms``, ``p99_ms``, ``mean_ms``,
+        ``error_rate``, ``kind`` and ``confidence`` = 1.
+
+    Raises
+    ------
+    InputFormatError
+        A required span column is missing or has the wrong type.
+    """
+    frame, quality = clean_spans(spans, source=source)
+    if window_s is None and frame.height:
+        lo, hi = frame["start_us"].min(), frame["end_us"].max()
+        window_s = (hi - lo) / 1e6 if lo is not None and hi is not None and hi > lo else None
+    links = call_links(frame, async_tolerance_us=async_tolerance_us)
+    quality["calls"] = links.height
+    quality["async_calls"] = int(links["is_async"].sum())
+    quality["negative_or_missing_latency_calls"] = int(links["latency_us"].null_count())
+    svc = _edge_stats(links, ["caller", "callee"], window_s)
+    ops = _edge_stats(links, ["caller", "caller_op", "callee", "callee_op"], window_s)
+
+    roots = frame.filter(pl.col("pk").is_null())
+    entry_counts = roots.group_by("service").agg(pl.len().alias("n")).sort("service")
+    entry_points = entry_counts["service"].to_list()
+    is_entry_span = pl.col("pk").is_null() | (pl.col("p_service") != pl.col("service"))
+    entry_ms = pl.col("duration_us").filter(is_entry_span.fill_null(False)).cast(pl.Float64) / 1000
+    nodes = frame.group_by("service").agg(
+        pl.len().alias("spans"),
+        entry_ms.quantile(0.5, "linear").alias("p50_ms"),
+        entry_ms.quantile(0.99, "linear").alias("p99_ms"),
+        pl.col("is_error").filter(is_entry_span.fill_null(False)).mean().alias("error_rate"),
+    )
+    if trace_stats and frame.height:
+        # exclusive ("self") time: a span's duration minus its children's (clipped at zero),
+        # the latency the service adds itself. Summed per service without a join:
+        # sum(self) = sum(dur) - sum over parents of min(kids, dur)
+        dur = pl.col("duration_us").fill_null(0)
+        per_parent = (
+            frame.lazy()
+            .filter(pl.col("p_service").is_not_null())
+            .group_by("pk")
+            .agg(
+                dur.sum().alias("_kids"),
+                pl.col("p_service").first(),
+                pl.col("p_duration_us").first().fill_null(0).alias("_pd"),
+            )
+            .group_by(pl.col("p_service").alias("service"))
+            .agg(pl.min_horizontal("_kids", "_pd").sum().alias("_covered"))
+            .collect()
+        )
+        selfs = (
+            frame.group_by("service")
+            .agg(dur.sum().alias("_dur"), pl.len().alias("_n"))
+            .join(per_parent, on="service", how="left")
+            .select(
+                "service",
+                ((pl.col("_dur") - pl.col("_covered").fill_null(0)) / pl.col("_n") / 1000).alias(
+                    "self_ms_mean"
+                ),
+            )
+        )
+        nodes = nodes.join(selfs, on="service", how="left")
+        totals = frame.group_by("service").agg(pl.col("tk").n_unique().alias("traces"))
+        nodes = nodes.join(totals, on="service", how="left")
+        if len(entry_points) == 1 and quality["root_spans"] == quality["traces"]:
+            # one entry point and one root per trace: every trace entered there
+            by_entry = totals.select(
+                "service", pl.lit(entry_points[0]).alias("entry"), pl.col("traces").alias("n")
+            )
+        else:
+            touched = frame.select("service", "tk").unique()
+            root_of = roots.select("tk", pl.col("service").alias("entry")).unique(subset="tk")
+            by_entry = (
+                touched.join(root_of, on="tk", how="left")
+                .group_by("service", "entry")
+                .agg(pl.len().alias("n"))
+            )
+    else:
+        by_entry = pl.DataFrame({"service": [], "entry": [], "n": []})
+
+    g = nx.DiGraph()
+    entries = set(entry_points)
+    for row in nodes.sort("service").iter_rows(named=True):
+        name = row.pop("service")
+        g.add_node(name, **_finite_or_nan(row), entry=name in entries)
+    for row in by_entry.drop_nulls("entry").iter_rows(named=True):
+        g.nodes[row["service"]].setdefault("traces_by_entry", {})[row["entry"]] = int(row["n"])
+    for row in svc.iter_rows(named=True):
+        u, v = row.pop("caller"), row.pop("callee")
+        for n in (u, v):
+            if n not in g:  # a peer_service callee with no spans of its own
+                g.add_node(n, spans=0, p50_ms=math.nan, error_rate=0.0, entry=False)
+        g.add_edge(u, v, **_edge_attrs(row))
+    og = nx.DiGraph()
+    for row in ops.iter_rows(named=True):
+        u = f"{row.pop('caller')}:{row.pop('caller_op')}"
+        v = f"{row.pop('callee')}:{row.pop('callee_op')}"
+        og.add_edge(u, v, **_edge_attrs(row))
+    meta = {
+        "source": "spans",
+        "window_s": window_s,
+        "traces": quality["traces"],
+        "spans": quality["spans_used"],
+        "entry_traces": dict(
+            zip(
+                entry_counts["service"].to_list(),
+                [int(n) for n in entry_counts["n"].to_list()],
+                strict=True,
+            )
+        ),
+        "quality": quality,
+    }
+    return DependencyGraph(g, entry_points, og, meta)
+
+
+def _edge_attrs(row: dict[str, Any]) -> dict[str, Any]:
+    share = row.pop("async_share") or 0.0
+    out = _finite_or_nan(row)
+    out["calls"] = int(out["calls"])
+    out["kind"] = "async" if share > 0.5 else "sync"
+    out["async_share"] = float(share)
+    out["confidence"] = 1.0
+    out["error_rate"] = float(out.get("error_rate") or 0.0)
+    return out
+
+
+def _finite_or_nan(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (math.nan if v is None and k.endswith("_ms") else v) for k, v in row.items()}

@@ -1,0 +1,126 @@
+"""Serving configuration: one replica's engine, and the cluster of replicas around it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fleetlab.inference._specs import GpuSpec, ModelSpec
+
+__all__ = ["ClusterSpec", "ReplicaSpec", "Slo"]
+
+Scheduler = Literal["vllm", "sarathi", "orca"]
+RouterName = Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "prefix"]
+
+
+class ReplicaSpec(BaseModel):
+    """One model replica: model, GPU, parallelism and its engine's batching limits.
+
+    Attributes
+    ----------
+    model, gpu : str or spec
+        Catalog names (``llama-3-8b``, ``h100``), YAML paths, or spec objects.
+    tp, pp : int
+        Tensor- and pipeline-parallel degrees; the replica uses ``tp * pp`` GPUs.
+    dtype, kv_dtype : {"bf16", "fp8"}
+        Weight/GEMM precision and KV-cache precision.
+    scheduler : {"vllm", "sarathi", "orca"}
+        ``vllm``: prefill-prioritising continuous batching (prefill iterations pause
+        decodes), ``sarathi``: chunked prefill under a per-iteration token budget
+        (``chunk_size``) mixed with decodes, ``orca``: iteration-level batching that mixes
+        whole prompts with decodes and reserves KV for the full output at admission.
+    max_num_seqs : int
+        Largest number of sequences in one batch.
+    max_batched_tokens : int
+        Largest number of tokens in one iteration (vllm, orca).
+    chunk_size : int
+        Sarathi's token budget per iteration (decodes + prefill chunk).
+    block_size : int
+        KV-cache page size in tokens.
+    gpu_memory_utilization : float
+        Fraction of GPU memory the engine may use (weights + activations + KV).
+    prefix_caching : bool
+        Reuse KV blocks of requests' shared prefixes (``prefix_ids`` column).
+    cuda_graph_tokens : int
+        Iterations of up to this many tokens replay CUDA graphs (vLLM and SGLang capture
+        decode batches up to 512); 0 models eager execution.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | ModelSpec = "llama-3-8b"
+    gpu: str | GpuSpec = "h100"
+    tp: int = Field(default=1, ge=1, le=64)
+    pp: int = Field(default=1, ge=1, le=64)
+    dtype: Literal["bf16", "fp8"] = "bf16"
+    kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    scheduler: Scheduler = "vllm"
+    max_num_seqs: int = Field(default=256, ge=1)
+    max_batched_tokens: int = Field(default=8192, ge=16)
+    chunk_size: int = Field(default=512, ge=16)
+    block_size: int = Field(default=16, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    prefix_caching: bool = False
+    cuda_graph_tokens: int = Field(default=512, ge=0)
+
+    @property
+    def gpus(self) -> int:
+        """GPUs per replica."""
+        return self.tp * self.pp
+
+
+class Slo(BaseModel):
+    """Latency targets a request must meet to count towards goodput (seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttft_s: float = Field(default=2.0, gt=0)
+    tpot_s: float = Field(default=0.1, gt=0)
+
+
+class ClusterSpec(BaseModel):
+    """A serving cluster: replicas, a router, optional prefill/decode disaggregation.
+
+    Attributes
+    ----------
+    replica : ReplicaSpec
+        The replica every pool uses (``decode_replica`` overrides it for decode pools).
+    replicas : int
+        Number of replicas in a co-located (mixed) deployment.
+    router : str
+        ``round_robin``, ``least_outstanding``, ``least_kv``, ``power_of_two`` or
+        ``prefix`` (prefix-affinity on the first prefix id, least outstanding otherwise).
+    prefill_replicas, decode_replicas : int
+        When both are > 0, disaggregated serving (Splitwise / DistServe): prompts run on
+        the prefill pool, the KV cache moves over ``kv_link`` and decoding continues on
+        the decode pool (``replicas`` is then ignored).
+    decode_replica : ReplicaSpec, optional
+        A different replica type for the decode pool (e.g. other GPU or TP).
+    kv_link : {"intra_node", "inter_node"}
+        Which of the GPU's links carries the KV transfer.
+    slo : Slo
+        Targets for goodput.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replica: ReplicaSpec = ReplicaSpec()
+    replicas: int = Field(default=1, ge=1)
+    router: RouterName = "least_outstanding"
+    prefill_replicas: int = Field(default=0, ge=0)
+    decode_replicas: int = Field(default=0, ge=0)
+    decode_replica: ReplicaSpec | None = None
+    kv_link: Literal["intra_node", "inter_node"] = "inter_node"
+    slo: Slo = Slo()
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterSpec:
+        if (self.prefill_replicas > 0) != (self.decode_replicas > 0):
+            raise ValueError("disaggregation needs both prefill_replicas and decode_replicas > 0")
+        return self
+
+    @property
+    def disaggregated(self) -> bool:
+        """Whether prefill and decode run on separate pools."""
+        return self.prefill_replicas > 0

@@ -1,0 +1,114 @@
+"""HTML report of a simulation: headline numbers, latency CDFs, per-replica time series."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from fleetlab.inference._simulate import SimResult
+from fleetlab.report import Report
+
+__all__ = ["simulation_report"]
+
+_HEADLINE = (
+    "requests",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+    "output_tokens_per_s",
+    "goodput_rps",
+    "slo_attainment",
+    "preemptions",
+    "mean_utilization",
+    "energy_per_output_token_j",
+    "usd_per_million_output_tokens",
+)
+
+
+def _cdf(values: np.ndarray, name: str, max_points: int = 2000) -> go.Scatter:
+    v = np.sort(values[np.isfinite(values)])
+    if v.size > max_points:
+        idx = np.linspace(0, v.size - 1, max_points).astype(int)
+        v, y = v[idx], (idx + 1) / v.size
+    else:
+        y = np.arange(1, v.size + 1) / max(v.size, 1)
+    return go.Scatter(x=v, y=y, mode="lines", name=name)
+
+
+def simulation_report(
+    result: SimResult,
+    *,
+    title: str = "LLM serving simulation",
+    subtitle: str = "",
+    config: dict[str, Any] | None = None,
+) -> Report:
+    """Build the HTML report of one simulation.
+
+    Parameters
+    ----------
+    result : SimResult
+        What :func:`simulate` returned.
+    title, subtitle : str
+        Report header.
+    config : dict, optional
+        The configuration to show in a table.
+
+    Returns
+    -------
+    Report
+        Sections: headline metrics, latency CDFs (TTFT, TPOT, E2E, queueing), per-replica
+        time series (running sequences, KV use, waiting), the replica table.
+    """
+    report = Report(title, subtitle)
+    m = result.metrics
+    sec = report.section("Headline")
+    sec.metrics({k: m[k] for k in _HEADLINE if k in m})
+    if config:
+        sec.table([{"setting": k, "value": str(v)} for k, v in config.items()])
+    sec = report.section("Latency CDFs")
+    req = result.requests
+    for col, label in (
+        ("ttft_s", "time to first token (s)"),
+        ("tpot_s", "time per output token (s)"),
+        ("e2e_s", "end-to-end latency (s)"),
+        ("queueing_s", "queueing delay (s)"),
+    ):
+        fig = go.Figure(_cdf(req[col].to_numpy(), col))
+        fig.update_layout(
+            title=label,
+            xaxis_title="seconds",
+            yaxis_title="fraction of requests",
+            height=300,
+            margin={"t": 40, "b": 40},
+        )
+        sec.figure(fig)
+    sec = report.section("Per-replica time series")
+    ts = result.timeseries
+    for col, label in (
+        ("running", "sequences in the batch"),
+        ("kv_used", "KV cache used (fraction)"),
+        ("waiting", "requests waiting"),
+    ):
+        fig = go.Figure()
+        for rep in ts["replica"].unique().sort().to_list()[:16]:
+            part = ts.filter(ts["replica"] == rep)
+            fig.add_trace(
+                go.Scatter(
+                    x=part["t_s"],
+                    y=part[col],
+                    mode="lines",
+                    name=f"replica {rep}",
+                    line={"shape": "hv"},
+                )
+            )
+        fig.update_layout(
+            title=label, xaxis_title="simulated time (s)", height=320, margin={"t": 40, "b": 40}
+        )
+        sec.figure(fig)
+    report.section("Replicas").table(result.replicas)
+    return report

@@ -1,0 +1,375 @@
+"""``simulate``: a requests table and a cluster spec in, result tables and metrics out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fleetlab.errors import ConfigError, InputFormatError
+from fleetlab.inference._config import ClusterSpec, ReplicaSpec
+from fleetlab.inference._engine import PoolConfig, Router, make_router, run_engine
+from fleetlab.inference._memory import MemoryPlan, memory_plan
+from fleetlab.inference._perf import compile_model
+from fleetlab.inference._specs import Efficiency, gpu_spec, model_spec
+
+__all__ = ["SimResult", "simulate"]
+
+_PREFIX_BLOCK_TOKENS = 512  # Mooncake hash_ids cover 512-token blocks
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What one simulation returns.
+
+    Attributes
+    ----------
+    requests : pl.DataFrame
+        One row per request: request_id, arrival_s, prompt_tokens, output_tokens, replica,
+        prefill_replica, queueing_s, ttft_s, tpot_s (mean time between tokens), tbt_max_s
+        (longest gap between two of its tokens), e2e_s, preemptions, cached_tokens,
+        meets_slo (times in seconds).
+    replicas : pl.DataFrame
+        One row per replica: pool, gpus, busy_s, utilization, iterations, tokens,
+        energy_j.
+    timeseries : pl.DataFrame
+        Samples per replica: t_s, replica, running, waiting, kv_used (fraction), busy.
+    metrics : dict
+        Headline numbers (percentiles in seconds, tokens/s, goodput, energy, cost).
+    """
+
+    requests: pl.DataFrame
+    replicas: pl.DataFrame
+    timeseries: pl.DataFrame
+    metrics: dict[str, Any]
+
+
+def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolConfig, MemoryPlan]:
+    model = model_spec(spec.model)
+    gpu = gpu_spec(spec.gpu)
+    if spec.dtype == "fp8" and gpu.fp8_flops is None:
+        raise ConfigError(f"GPU {gpu.name!r} has no fp8 support (field dtype; expected bf16)")
+    plan = memory_plan(spec)
+    max_tokens = max(spec.max_batched_tokens, spec.chunk_size) + spec.max_num_seqs
+    perf = compile_model(
+        model,
+        gpu,
+        tp=spec.tp,
+        pp=spec.pp,
+        max_tokens=max_tokens,
+        max_seqs=spec.max_num_seqs,
+        dtype=spec.dtype,
+        kv_dtype=spec.kv_dtype,
+        efficiency=eff,
+        cuda_graph_tokens=spec.cuda_graph_tokens,
+    )
+    cfg = PoolConfig(
+        perf=perf,
+        kv_blocks=plan.kv_blocks,
+        block_size=spec.block_size,
+        scheduler=spec.scheduler,
+        max_num_seqs=spec.max_num_seqs,
+        max_batched_tokens=spec.max_batched_tokens,
+        chunk_size=spec.chunk_size,
+        prefix_caching=spec.prefix_caching,
+        prefix_block_tokens=_PREFIX_BLOCK_TOKENS,
+        role=role,
+        gpus=spec.gpus,
+        power=gpu,
+    )
+    return cfg, plan
+
+
+def _check_requests(
+    requests: pl.DataFrame, specs: list[ReplicaSpec], plans: list[MemoryPlan], source: str
+) -> None:
+    if requests.height == 0:
+        raise InputFormatError(
+            source, "the requests table is empty", expected="at least one request", found="0 rows"
+        )
+    for col in ("arrival_s", "prompt_tokens", "output_tokens"):
+        if col not in requests.columns:
+            raise InputFormatError(
+                source,
+                "missing column",
+                field=col,
+                expected="a requests table (arrival_s, prompt_tokens, output_tokens)",
+                found=requests.columns,
+            )
+        nulls = requests[col].is_null() | (requests[col].cast(pl.Float64).is_nan())
+        if nulls.any():
+            row = int(nulls.arg_max() or 0)
+            raise InputFormatError(
+                source, "missing value", row=row, field=col, expected="a number", found=None
+            )
+    for col in ("prompt_tokens", "output_tokens"):
+        bad = requests[col] < 1
+        if bad.any():
+            row = int(bad.arg_max() or 0)
+            raise InputFormatError(
+                source,
+                "token count must be >= 1",
+                row=row,
+                field=col,
+                expected=">= 1",
+                found=requests[col][row],
+            )
+    bad = requests["arrival_s"] < 0
+    if bad.any():
+        row = int(bad.arg_max() or 0)
+        raise InputFormatError(
+            source,
+            "negative arrival time",
+            row=row,
+            field="arrival_s",
+            expected=">= 0",
+            found=requests["arrival_s"][row],
+        )
+    total = requests["prompt_tokens"] + requests["output_tokens"]
+    for spec, plan in zip(specs, plans, strict=True):
+        model = model_spec(spec.model)
+        over = total > model.max_context
+        if over.any():
+            row = int(over.arg_max() or 0)
+            raise InputFormatError(
+                source,
+                f"request longer than {model.name}'s context window",
+                row=row,
+                field="prompt_tokens+output_tokens",
+                expected=f"<= {model.max_context} tokens",
+                found=int(total[row]),
+            )
+        over = total > plan.kv_tokens
+        if over.any():
+            row = int(over.arg_max() or 0)
+            raise InputFormatError(
+                source,
+                "request does not fit in one replica's KV cache",
+                row=row,
+                field="prompt_tokens+output_tokens",
+                expected=f"<= {plan.kv_tokens} tokens",
+                found=int(total[row]),
+            )
+        if spec.scheduler != "sarathi":
+            over = total > spec.max_batched_tokens
+            if over.any():
+                row = int(over.arg_max() or 0)
+                raise InputFormatError(
+                    source,
+                    f"request longer than max_batched_tokens of the {spec.scheduler} "
+                    "scheduler (use sarathi's chunked prefill or raise the limit)",
+                    row=row,
+                    field="prompt_tokens+output_tokens",
+                    expected=f"<= {spec.max_batched_tokens} tokens",
+                    found=int(total[row]),
+                )
+
+
+def simulate(
+    requests: pl.DataFrame,
+    spec: ClusterSpec,
+    *,
+    router: Router | None = None,
+    decode_router: Router | None = None,
+    efficiency: Efficiency | None = None,
+    seed: int = 0,
+    sample_every_s: float | None = None,
+    source: str = "<requests>",
+) -> SimResult:
+    """Simulate an LLM serving cluster on a requests table.
+
+    Parameters
+    ----------
+    requests : pl.DataFrame
+        Canonical requests table (``arrival_s`` seconds, ``prompt_tokens``,
+        ``output_tokens``, optional ``request_id`` and ``prefix_ids``).
+    spec : ClusterSpec
+        Replicas, router, disaggregation, SLO.
+    router, decode_router : Router, optional
+        Routing policy objects; by default built from ``spec.router``.
+    efficiency : Efficiency, optional
+        Calibrated efficiencies replacing the GPU's built-in ones.
+    seed : int
+        Seed of randomised routers.
+    sample_every_s : float, optional
+        Time-series sampling period per replica (default: trace span / 400).
+    source : str
+        Name of the input used in error messages.
+
+    Returns
+    -------
+    SimResult
+
+    Raises
+    ------
+    ConfigError
+        Unknown model/GPU, a model that does not fit at that TP, bad options.
+    InputFormatError
+        Empty table, missing columns, requests longer than the context window or the KV
+        cache. All checks run before any simulation.
+    """
+    if spec.disaggregated:
+        dspec = spec.decode_replica or spec.replica
+        pcfg, pplan = _pool(spec.replica, "prefill", efficiency)
+        dcfg, dplan = _pool(dspec, "decode", efficiency)
+        pools, sizes = [pcfg, dcfg], [spec.prefill_replicas, spec.decode_replicas]
+        specs, plans = [spec.replica, dspec], [pplan, dplan]
+        gpu = gpu_spec(spec.replica.gpu)
+        link = (
+            gpu.intra_node_bytes_per_s
+            if spec.kv_link == "intra_node"
+            else (gpu.inter_node_bytes_per_s)
+        )
+        # every GPU of the prefill replica sends its shard in parallel
+        kv_s_per_token = pplan.kv_bytes_per_token / link
+    else:
+        cfg, plan = _pool(spec.replica, "mixed", efficiency)
+        pools, sizes, specs, plans = [cfg], [spec.replicas], [spec.replica], [plan]
+        kv_s_per_token = 0.0
+    _check_requests(requests, specs, plans, source)
+
+    req = requests.with_row_index("_row").sort("arrival_s", maintain_order=True)
+    arrival = req["arrival_s"].cast(pl.Float64).to_numpy()
+    prompt = req["prompt_tokens"].cast(pl.Int64).to_numpy()
+    output = req["output_tokens"].cast(pl.Int64).to_numpy()
+    prefixes = None
+    keys: list[int] = []
+    if "prefix_ids" in req.columns and req["prefix_ids"].null_count() < req.height:
+        prefixes = [list(p) if p is not None else [] for p in req["prefix_ids"].to_list()]
+        keys = [p[0] if p else -1 for p in prefixes]
+    span = float(arrival[-1] - arrival[0]) if len(arrival) > 1 else 1.0
+    every = sample_every_s if sample_every_s is not None else max(span / 400.0, 1e-3)
+    routers = [router or make_router(spec.router, seed=seed, prefix_keys=keys)]
+    if spec.disaggregated:
+        routers.append(
+            decode_router
+            or make_router(
+                "least_outstanding" if spec.router == "prefix" else spec.router, seed=seed + 1
+            )
+        )
+    res = run_engine(
+        arrival,
+        prompt,
+        output,
+        pools,
+        sizes,
+        routers=routers,
+        prefixes=prefixes,
+        kv_transfer_s_per_token=kv_s_per_token,
+        sample_every_s=every,
+    )
+
+    ttft = res.first_token_s - arrival
+    e2e = res.finish_s - arrival
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(output > 1, (res.finish_s - res.first_token_s) / (output - 1), 0.0)
+    meets = (ttft <= spec.slo.ttft_s) & (tpot <= spec.slo.tpot_s)
+    rid = req["request_id"] if "request_id" in req.columns else req["_row"].cast(pl.Int64)
+    table = pl.DataFrame(
+        {
+            "request_id": rid,
+            "arrival_s": arrival,
+            "prompt_tokens": prompt,
+            "output_tokens": output,
+            "replica": res.replica,
+            "prefill_replica": res.prefill_replica,
+            "queueing_s": res.admitted_s - arrival,
+            "ttft_s": ttft,
+            "tpot_s": tpot,
+            "tbt_max_s": np.where(output > 1, res.tbt_max_s, 0.0),
+            "e2e_s": e2e,
+            "preemptions": res.preemptions,
+            "cached_tokens": res.cached_tokens,
+            "meets_slo": meets,
+        }
+    )
+    pool_names = (
+        (["prefill"] * sizes[0] + ["decode"] * sizes[1])
+        if spec.disaggregated
+        else (["mixed"] * sizes[0])
+    )
+    gpus = [p.gpus for p, s in zip(pools, sizes, strict=True) for _ in range(s)]
+    end = max(res.end_s, float(arrival[-1]))
+    duration = max(end - float(arrival[0]), 1e-9)
+    busy = np.asarray(res.busy_s)
+    energy = np.asarray(res.energy_j) + np.asarray(res.idle_w) * np.maximum(duration - busy, 0)
+    replicas = pl.DataFrame(
+        {
+            "replica": np.arange(len(busy)),
+            "pool": pool_names,
+            "gpus": gpus,
+            "busy_s": busy,
+            "utilization": busy / duration,
+            "iterations": res.iterations,
+            "tokens": res.tokens,
+            "energy_j": energy,
+        }
+    )
+    ts = pl.DataFrame(
+        res.series,
+        schema={
+            "t_s": pl.Float64,
+            "replica": pl.Int64,
+            "running": pl.Int64,
+            "waiting": pl.Int64,
+            "kv_used": pl.Float64,
+            "busy": pl.Boolean,
+        },
+    )
+    metrics = _metrics(table, replicas, spec, duration, res.queue_area, plans[0])
+    return SimResult(table, replicas, ts, metrics)
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    v = values[np.isfinite(values)]
+    return float(np.percentile(v, q)) if v.size else float("nan")
+
+
+def _metrics(
+    table: pl.DataFrame,
+    replicas: pl.DataFrame,
+    spec: ClusterSpec,
+    duration: float,
+    queue_area: float,
+    plan: MemoryPlan,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": table.height}
+    for col in ("ttft_s", "tpot_s", "tbt_max_s", "e2e_s", "queueing_s"):
+        v = table[col].to_numpy()
+        for q in (50, 90, 99):
+            out[f"{col[:-2]}_p{q}_s"] = _pct(v, q)
+        out[f"{col[:-2]}_mean_s"] = float(np.nanmean(v))
+    out_tokens = int(table["output_tokens"].sum())
+    in_tokens = int(table["prompt_tokens"].sum())
+    gpus = int(replicas["gpus"].sum())
+    energy = float(replicas["energy_j"].sum())
+    good = table.filter(pl.col("meets_slo"))
+    usd = gpus * duration / 3600.0 * _price(spec)
+    out.update(
+        {
+            "duration_s": duration,
+            "throughput_rps": table.height / duration,
+            "output_tokens_per_s": out_tokens / duration,
+            "total_tokens_per_s": (out_tokens + in_tokens) / duration,
+            "goodput_rps": good.height / duration,
+            "slo_attainment": good.height / table.height,
+            "preemptions": int(table["preemptions"].sum()),
+            "gpus": gpus,
+            "mean_utilization": float(replicas["utilization"].mean()),
+            "energy_j": energy,
+            "energy_per_request_j": energy / table.height,
+            "energy_per_output_token_j": energy / max(out_tokens, 1),
+            "mean_power_w": energy / duration,
+            "cost_usd": usd,
+            "usd_per_million_output_tokens": usd / max(out_tokens, 1) * 1e6,
+            "kv_capacity_tokens": plan.kv_tokens,
+            "mean_in_system": queue_area / duration,
+        }
+    )
+    return out
+
+
+def _price(spec: ClusterSpec) -> float:
+    return gpu_spec(spec.replica.gpu).usd_per_hour

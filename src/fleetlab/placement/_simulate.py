@@ -1,0 +1,390 @@
+"""The trace-driven, event-driven placement simulator."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fleetlab.placement._cluster import GPU_DIM, Cluster
+from fleetlab.placement._fgd import TaskTypes, cluster_fragmentation, task_types
+from fleetlab.placement._policies import Policy, decide, make_policy
+from fleetlab.placement._requests import Requests, requests_from_vms
+from fleetlab.placement._state import ClusterState, ask_of
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What one simulated policy produced.
+
+    Attributes
+    ----------
+    policy
+        The policy's name.
+    timeline
+        One row per sample time: ``t_s``, ``active``, ``failures``, ``empty_servers``,
+        ``used_servers``, per dimension ``alloc_<d>`` (allocated / capacity of up
+        servers), ``density_<d>`` (allocated / capacity of non-empty servers),
+        ``stranded_<d>`` (free capacity on servers that cannot host the typical request,
+        over total) and ``gpu_frag`` (fragmented GPUs / GPUs, GPU clusters only).
+    placements
+        One row per request: ``vm_id``, ``node`` (null if it failed), ``start_s``,
+        ``end_s`` (when it left, was evicted or lost), ``outcome`` (``placed``,
+        ``failed``, ``too_large``, ``evicted``, ``lost``).
+    metrics
+        Totals: requests, failures, failure rate, peak/mean allocation and density per
+        dimension, stranded share, used servers, evictions, lost VMs.
+    """
+
+    policy: str
+    timeline: pl.DataFrame
+    placements: pl.DataFrame
+    metrics: dict[str, Any]
+
+
+def typical_request(reqs: Requests) -> np.ndarray:
+    """The median demand per dimension (the request used to measure stranding)."""
+    if reqs.size == 0:
+        return np.zeros(reqs.demand.shape[1])
+    return np.median(reqs.demand, axis=0)
+
+
+def too_large(reqs: Requests, cluster: Cluster) -> np.ndarray:
+    """Requests that no server of ``cluster`` could host even when empty."""
+    cap = cluster.capacity
+    bad = np.ones(reqs.size, dtype=bool)
+    for cls in np.unique(cap, axis=0):
+        bad &= ~(reqs.demand <= cls + 1e-9).all(axis=1)
+    gcount = cluster.gpus.max() if cluster.size else 0
+    bad |= reqs.gpu_count > gcount
+    return bad
+
+
+def _sample(state: ClusterState, typical: np.ndarray, types: TaskTypes | None) -> dict[str, float]:
+    cl = state.cluster
+    up = state.up
+    cap = cl.capacity
+    used = cap - state.free
+    busy = up & (state.count > 0)
+    row: dict[str, float] = {
+        "empty_servers": float((up & (state.count == 0)).sum()),
+        "used_servers": float(busy.sum()),
+        "down_servers": float((~up).sum()),
+    }
+    each = state.free >= typical - 1e-9
+    fits = each.all(axis=1)
+    # stranded: capacity of a dimension that could host the typical request on a server
+    # where another dimension cannot (Borg's "stranded resources")
+    stranded_free = np.where((up & ~fits)[:, None] & each, state.free, 0.0).sum(axis=0)
+    total_up = np.where(up[:, None], cap, 0.0).sum(axis=0)
+    total_busy = np.where(busy[:, None], cap, 0.0).sum(axis=0)
+    alloc = np.where(up[:, None], used, 0.0).sum(axis=0)
+    for j, d in enumerate(cl.dims):
+        row[f"alloc_{d}"] = float(alloc[j] / total_up[j]) if total_up[j] > 0 else 0.0
+        row[f"density_{d}"] = float(alloc[j] / total_busy[j]) if total_busy[j] > 0 else 0.0
+        row[f"stranded_{d}"] = float(stranded_free[j] / total_up[j]) if total_up[j] > 0 else 0.0
+    if types is not None and GPU_DIM in cl.dims:
+        gpus = float(cl.gpus[up].sum())
+        row["gpu_frag"] = cluster_fragmentation(state, types) / gpus if gpus else 0.0
+    return row
+
+
+def simulate(
+    cluster: Cluster,
+    vms: pl.DataFrame | Requests,
+    policy: Policy | str,
+    *,
+    seed: int = 0,
+    samples: int = 200,
+    outages: pl.DataFrame | None = None,
+    types: TaskTypes | None = None,
+    progress: Progress | None = None,
+) -> SimResult:
+    """Replay arrivals and departures of ``vms`` on ``cluster`` under ``policy``.
+
+    Parameters
+    ----------
+    cluster
+        The cluster (see :func:`load_cluster`, :func:`build_cluster`).
+    vms
+        A canonical ``vms`` table or prepared :class:`Requests`.
+    policy
+        A :class:`Policy` or a name from :data:`POLICY_NAMES`.
+    seed
+        Seed for policies that draw (``random``).
+    samples
+        Number of evenly spaced sample times in the timeline.
+    outages
+        Node outages (``node``, ``down_s``, ``up_s``) from
+        :func:`fleetlab.sim.failure_timeline`: a node going down evicts its VMs, which
+        are re-placed by the same policy or lost.
+    types
+        Target workload for FGD and for the fragmentation metric (default: the
+        task shapes of ``vms`` when the cluster has GPUs).
+    progress
+        Called with the number of events handled so far, now and then.
+
+    Returns
+    -------
+    SimResult
+
+    Raises
+    ------
+    InputFormatError
+        ``vms`` is malformed (see :func:`requests_from_vms`).
+    ConfigError
+        Unknown policy name.
+    """
+    reqs = vms if isinstance(vms, Requests) else requests_from_vms(vms, cluster)
+    if types is None and GPU_DIM in cluster.dims:
+        types = task_types(reqs, cluster.dims)
+    pol = policy if isinstance(policy, Policy) else make_policy(policy, seed=seed, types=types)
+    state = ClusterState(cluster)
+    typical = typical_request(reqs)
+    big = too_large(reqs, cluster)
+    r = reqs.size
+    node_out = np.full(r, -1, dtype=np.int64)
+    start = np.full(r, np.nan)
+    end = np.full(r, np.nan)
+    outcome = np.full(r, "failed", dtype=object)
+    outcome[big] = "too_large"
+    # events: (time, kind, payload) with kind 0 = node up, 1 = departure, 2 = node down,
+    # 3 = arrival: at equal times capacity is freed before it is used.
+    heap: list[tuple[float, int, int]] = []
+    node_index = {str(n): i for i, n in enumerate(cluster.node_ids)}
+    down_count = np.zeros(cluster.size, dtype=np.int64)
+    if outages is not None and outages.height:
+        for name, d, u in outages.select("node", "down_s", "up_s").iter_rows():
+            i = node_index.get(str(name))
+            if i is not None:
+                heap.append((float(d), 2, i))
+                heap.append((float(u), 0, i))
+        heapq.heapify(heap)
+    finite = reqs.departure[np.isfinite(reqs.departure)]
+    t0 = float(reqs.arrival[0]) if r else 0.0
+    t1 = max(float(reqs.arrival[-1]) if r else 0.0, float(finite.max()) if finite.size else 0.0)
+    grid = np.linspace(t0, t1, max(samples, 2)) if r else np.zeros(0)
+    rows: list[dict[str, float]] = []
+    gi = 0
+    failures = evictions = lost = 0
+    active = 0
+    busy = peak_busy = 0
+    a = 0
+    handled = 0
+
+    def record_until(t: float) -> None:
+        nonlocal gi
+        while gi < grid.size and grid[gi] <= t:
+            row = {"t_s": float(grid[gi]), "active": float(active), "failures": float(failures)}
+            row.update(_sample(state, typical, types))
+            rows.append(row)
+            gi += 1
+
+    def place(i: int, now: float) -> bool:
+        nonlocal active, busy, peak_busy
+        ask = ask_of(reqs, i)
+        choice = decide(pol, state, ask)
+        if choice is None:
+            return False
+        node, gpus = choice
+        state.place(ask, node, gpus)
+        if state.count[node] == 1:
+            busy += 1
+            peak_busy = max(peak_busy, busy)
+        node_out[i] = node
+        active += 1
+        if np.isfinite(reqs.departure[i]):
+            heapq.heappush(heap, (float(reqs.departure[i]), 1, i))
+        return True
+
+    while a < r or heap:
+        if heap and (a >= r or heap[0][0] <= reqs.arrival[a]):
+            t, kind, x = heapq.heappop(heap)
+            record_until(t)
+            if kind == 1:
+                freed = state.release(x, int(reqs.tenant[x]))
+                if freed >= 0:
+                    active -= 1
+                    end[x] = t
+                    busy -= int(state.count[freed] == 0)
+            elif kind == 2:
+                down_count[x] += 1
+                if state.up[x]:
+                    state.set_up(x, False)
+                    busy -= int(state.count[x] > 0)
+                    for v in sorted(state.residents_of(x)):
+                        state.release(v, int(reqs.tenant[v]))
+                        active -= 1
+                        evictions += 1
+                        if not place(v, t):
+                            lost += 1
+                            outcome[v] = "lost"
+                            end[v] = t
+                            node_out[v] = x
+                        else:
+                            outcome[v] = "evicted"
+            else:
+                down_count[x] = max(down_count[x] - 1, 0)
+                if down_count[x] == 0:
+                    state.set_up(x, True)
+        else:
+            t = float(reqs.arrival[a])
+            record_until(t)
+            if not big[a] and place(a, t):
+                outcome[a] = "placed"
+                start[a] = t
+            else:
+                failures += 1
+            a += 1
+        handled += 1
+        if progress is not None and handled % 4096 == 0:
+            progress(handled)
+    record_until(np.inf)
+    timeline = pl.DataFrame(rows) if rows else pl.DataFrame({"t_s": []})
+    names = np.asarray(cluster.node_ids, dtype=object)
+    placements = pl.DataFrame(
+        {
+            "vm_id": reqs.vm_id.tolist(),
+            "node": [names[n] if n >= 0 else None for n in node_out.tolist()],
+            "start_s": start,
+            "end_s": np.where(np.isnan(end) & ~np.isnan(start), reqs.departure, end),
+            "outcome": outcome.tolist(),
+        },
+        schema={
+            "vm_id": pl.String,
+            "node": pl.String,
+            "start_s": pl.Float64,
+            "end_s": pl.Float64,
+            "outcome": pl.String,
+        },
+    ).with_columns(pl.col("end_s").fill_nan(None))
+    metrics = _metrics(pol.name, reqs, timeline, failures, int(big.sum()), evictions, lost, cluster)
+    metrics["peak_used_servers"] = peak_busy
+    return SimResult(
+        pol.name, timeline.with_columns(pl.lit(pol.name).alias("policy")), placements, metrics
+    )
+
+
+def _metrics(
+    name: str,
+    reqs: Requests,
+    timeline: pl.DataFrame,
+    failures: int,
+    big: int,
+    evictions: int,
+    lost: int,
+    cluster: Cluster,
+) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "policy": name,
+        "requests": reqs.size,
+        "failures": failures,
+        "too_large": big,
+        "failure_rate": failures / reqs.size if reqs.size else 0.0,
+        "evictions": evictions,
+        "lost": lost,
+    }
+    if timeline.height and "used_servers" in timeline.columns:
+        cols = [
+            "empty_servers",
+            *(
+                c
+                for c in timeline.columns
+                if c.split("_")[0] in ("alloc", "density", "stranded", "gpu")
+            ),
+        ]
+        means = timeline.select(pl.col(cols).mean()).row(0, named=True)
+        peaks = timeline.select(pl.col(cols).max()).row(0, named=True)
+        m["mean_empty_servers"] = means["empty_servers"]
+        for d in cluster.dims:
+            m[f"peak_alloc_{d}"] = peaks[f"alloc_{d}"]
+            m[f"mean_alloc_{d}"] = means[f"alloc_{d}"]
+            m[f"mean_density_{d}"] = means[f"density_{d}"]
+            m[f"mean_stranded_{d}"] = means[f"stranded_{d}"]
+        if "gpu_frag" in timeline.columns:
+            m["mean_gpu_frag"] = means["gpu_frag"]
+    return m
+
+
+def compare(
+    cluster: Cluster,
+    vms: pl.DataFrame | Requests,
+    policies: Sequence[Policy | str],
+    *,
+    seed: int = 0,
+    samples: int = 200,
+    outages: pl.DataFrame | None = None,
+    oversub_ratio: float = 1.5,
+    max_per_rack: int | None = None,
+    with_bounds: bool = True,
+    progress: Progress | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Simulate several policies on the same trace and cluster, with the lower bound.
+
+    Parameters
+    ----------
+    cluster, vms, seed, samples, outages
+        As :func:`simulate`.
+    policies
+        Policies or names (see :data:`POLICY_NAMES`).
+    oversub_ratio, max_per_rack
+        Options for named policies (see :func:`make_policy`).
+    with_bounds
+        Also compute the fluid and LP lower bounds and each policy's gap to them
+        (``gap_to_bound`` = peak servers used / bound - 1).
+
+    Returns
+    -------
+    summary, timeline, metrics
+        ``summary``: one row of totals per policy; ``timeline``: every policy's
+        timeline stacked (column ``policy``); ``metrics``: ``{"policies": {name:
+        totals}, "bounds": ...}``.
+
+    Raises
+    ------
+    InputFormatError, ConfigError
+        As :func:`simulate`.
+    """
+    from fleetlab.placement._bounds import bounds as lower_bounds
+
+    reqs = vms if isinstance(vms, Requests) else requests_from_vms(vms, cluster)
+    types = task_types(reqs, cluster.dims) if GPU_DIM in cluster.dims else None
+    results = []
+    for p in policies:
+        pol = (
+            p
+            if isinstance(p, Policy)
+            else make_policy(
+                p, seed=seed, types=types, oversub_ratio=oversub_ratio, max_per_rack=max_per_rack
+            )
+        )
+        results.append(
+            simulate(
+                cluster,
+                reqs,
+                pol,
+                seed=seed,
+                samples=samples,
+                outages=outages,
+                types=types,
+                progress=progress,
+            )
+        )
+    metrics: dict[str, Any] = {"policies": {r.policy: r.metrics for r in results}}
+    summary = pl.DataFrame([r.metrics for r in results])
+    if with_bounds and reqs.size:
+        b = lower_bounds(reqs, cluster)
+        metrics["bounds"] = b
+        if b["servers"] and "peak_used_servers" in summary.columns:
+            summary = summary.with_columns(
+                pl.lit(b["servers"]).alias("lower_bound_servers"),
+                (pl.col("peak_used_servers") / b["servers"] - 1.0).alias("gap_to_bound"),
+            )
+    timeline = pl.concat([r.timeline for r in results], how="diagonal")
+    return summary, timeline, metrics

@@ -1,0 +1,253 @@
+"""The generative workload model: a small, versioned, human-readable YAML/JSON file.
+
+A model has four parts (see docs/workload.md for the reasoning):
+
+* ``arrival``: a piecewise-constant rate curve over one period (the observed trace, or
+  its daily/weekly profile when the trace is long) times a Gamma renewal process in
+  operational time, whose coefficient of variation carries the short-term burstiness;
+* ``fields``: one marginal per size field (a parametric family chosen by AIC when it
+  passes the KS threshold, else an empirical quantile function);
+* ``copula``: a Gaussian copula (a correlation matrix of normal scores) for dependence;
+* ``entity``: per-entity structure (apps, functions, tenants, clients): popularity
+  shares that follow the observed skew with a Zipf tail, and the biggest entities'
+  own size marginals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fleetlab.errors import ConfigError, DataNotFoundError, FleetlabError
+
+SCHEMA_VERSION = 1
+
+Family = Literal["lognormal", "gamma", "weibull", "burr12", "exponential"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Marginal(_Frozen):
+    """The distribution of one numeric field.
+
+    ``kind`` says how to sample: ``parametric`` (``family`` with scipy-style ``params``:
+    shapes, ``loc``, ``scale``), ``empirical`` (linear interpolation between
+    ``quantiles`` at probabilities ``probs``), ``discrete`` (``values`` with point
+    probabilities ``probs``: columns with few distinct values such as cores, memory
+    sizes or GPU counts) or ``constant`` (always ``value``).
+    Values are clipped to ``[lower, upper]`` (``upper`` None: unbounded), integers are rounded, and a fraction
+    ``zero_fraction`` of draws is exactly 0 (parametric families describe x > 0 only).
+    """
+
+    kind: Literal["parametric", "empirical", "discrete", "constant"]
+    family: Family | None = None
+    params: dict[str, float] = Field(default_factory=dict)
+    probs: list[float] | None = None
+    quantiles: list[float] | None = None
+    value: float | None = None
+    values: list[float] | None = None
+    zero_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    integer: bool = False
+    lower: float = 0.0
+    upper: float | None = Field(None, description="clip draws here (None: no upper bound)")
+    ks: float | None = Field(
+        None, description="KS distance of this marginal to the data it was fitted on"
+    )
+    n: int = Field(0, ge=0, description="values it was fitted on")
+
+
+class RateCurve(_Frozen):
+    """Piecewise-constant arrival rate (events/s) over one period, repeated cyclically.
+
+    ``levels[i]`` is the rate in ``[i * bin_s, (i + 1) * bin_s)`` of the period. The
+    period is the observed trace for short traces, one day (traces of 2+ days) or one
+    week (14+ days), in which case the levels are the mean over the observed cycles.
+    """
+
+    bin_s: float = Field(gt=0)
+    period_s: float = Field(gt=0)
+    levels: list[float]
+    mean_rate_per_s: float = Field(ge=0)
+
+    @field_validator("levels")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if not v or min(v) < 0:
+            raise ValueError("levels must be a non-empty list of rates >= 0")
+        return v
+
+
+class Renewal(_Frozen):
+    """The burstiness component: a renewal process in operational time.
+
+    Inter-arrival times, after the rate curve is divided out, have mean 1 and this
+    ``cv``: Gamma (shape = 1 / cv^2) when that passes the KS threshold, else the
+    empirical unit-mean gap distribution ``gaps`` (e.g. batch submissions: many
+    near-zero gaps and some long ones, which no Gamma matches). cv = 1 is Poisson-like;
+    cv > 1 is burstier. ``ks`` is the chosen distribution's KS distance to the gaps.
+    """
+
+    family: Literal["gamma", "empirical"] = "gamma"
+    cv: float = Field(gt=0)
+    ks: float | None = None
+    gamma_ks: float | None = None
+    gaps: Marginal | None = None
+
+
+class Arrival(_Frozen):
+    """Arrival process: rate curve times renewal burstiness.
+
+    ``quantum_s``: the source trace's timestamps are on a grid of this spacing (batches,
+    as in the Mooncake trace); the process is fitted on times spread uniformly within
+    each grid step and synthetic times are floored back onto the grid.
+    """
+
+    rate: RateCurve
+    renewal: Renewal
+    quantum_s: float | None = Field(None, gt=0)
+
+
+class Copula(_Frozen):
+    """Gaussian copula over ``fields``: the correlation matrix of their normal scores."""
+
+    fields: list[str]
+    correlation: list[list[float]]
+
+
+class Entity(_Frozen):
+    """Per-entity structure: who sends the events, and how skewed that is.
+
+    ``shares`` are the load shares of the ``len(shares)`` most popular entities (rank
+    order); the remaining ``count - len(shares)`` share ``tail_share`` along a Zipf
+    curve with ``zipf_exponent``. ``fields`` gives the biggest entities their own size
+    marginals (by rank, as a string key) and the others ``fields["rest"]`` (fitted on
+    the remaining events); without it every entity uses the model's pooled marginals.
+    """
+
+    column: str
+    count: int = Field(ge=1)
+    shares: list[float]
+    tail_share: float = Field(0.0, ge=0.0, le=1.0)
+    zipf_exponent: float | None = None
+    parent_column: str | None = None
+    parents: list[int] | None = Field(
+        None, description="parent index (e.g. app) of each explicit entity"
+    )
+    fields: dict[str, dict[str, Marginal]] = Field(default_factory=dict)
+
+
+class Source(_Frozen):
+    """Where the model came from (no raw data: counts and spans only)."""
+
+    table: str
+    rows: int
+    duration_s: float
+    path: str | None = None
+
+
+class WorkloadModel(_Frozen):
+    """A fitted generative workload model (see the module docstring).
+
+    Write it with :func:`save_model`, read it with :func:`load_model`, draw from it with
+    :meth:`sample` or :func:`fleetlab.workload.synth`.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["fleetlab.workload-model"] = "fleetlab.workload-model"
+    table: str
+    time_column: str
+    source: Source
+    arrival: Arrival
+    fields: dict[str, Marginal] = Field(default_factory=dict)
+    copula: Copula | None = None
+    entity: Entity | None = None
+    lifetime_column: str | None = Field(
+        None, description="vms: the field that is deleted_s - created_s (censored at the horizon)"
+    )
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {v} is not supported (this fleetlab reads {SCHEMA_VERSION})"
+            )
+        return v
+
+    def sample(
+        self, *, duration_s: float | None = None, scale: float = 1.0, seed: int = 0
+    ) -> pl.DataFrame:
+        """Draw a synthetic canonical table in memory (see :func:`fleetlab.workload.sample`)."""
+        from fleetlab.workload._synth import sample
+
+        return sample(self, duration_s=duration_s, scale=scale, seed=seed)
+
+
+def save_model(
+    model: WorkloadModel, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write ``model`` as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically.
+
+    Raises
+    ------
+    FleetlabError
+        ``path`` exists and ``overwrite`` is false.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FleetlabError(f"{target}: already exists; pass --force to replace it")
+    data = model.model_dump(mode="json")
+    if target.suffix.lower() in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    else:
+        text = json.dumps(data, indent=1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def load_model(path: str | os.PathLike[str]) -> WorkloadModel:
+    """Read a model file written by :func:`save_model` (YAML or JSON).
+
+    Raises
+    ------
+    DataNotFoundError
+        The file does not exist.
+    ConfigError
+        It is not a valid model: the message names the file, field, expected and found.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(f"{p}: no such model file")
+    try:
+        data: Any = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not YAML/JSON: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{p}: expected a mapping (a workload model), found {type(data).__name__}"
+        )
+    try:
+        return WorkloadModel.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(
+            f"{p}: field {where!r}: {first['msg']} (found {_short(first.get('input'))}; "
+            f"{exc.error_count()} problem(s) in all)"
+        ) from exc
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,378 @@
+"""Synthesizing canonical tables from a :class:`WorkloadModel`, in chunks.
+
+Arrivals: unit-mean Gamma gaps (shape 1/cv^2) are summed in operational time and
+mapped back to wall-clock time through the inverse of the cumulative rate curve
+(times ``scale``). Scaling multiplies the rate curve, so the curve's shape, the
+renewal CV and the index of dispersion of the renewal part stay as fitted.
+
+Every chunk draws from named streams (``arrivals``, ``copula``, ``entity``) in order,
+so the output depends only on the model, duration, scale and seed: not on the chunk
+size, and any chunk can be written before the next is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fleetlab.errors import ConfigError, FleetlabError
+from fleetlab.sim import Streams
+from fleetlab.traces import TABLES, canonical
+from fleetlab.workload._marginals import draw, knots
+from fleetlab.workload._model import Marginal, WorkloadModel
+
+CHUNK_ROWS = 1 << 20
+FIT_TABLES = ("requests", "invocations", "vms")
+
+
+_UNITS = MappingProxyType({"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0})
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in a duration like ``"90"``, ``"45s"``, ``"30m"``, ``"12h"``, ``"7d"`` or ``"2w"``.
+
+    Raises
+    ------
+    ConfigError
+        Not a positive number with an optional unit s/m/h/d/w.
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raw = text.strip().lower()
+        unit = _UNITS.get(raw[-1:]) if raw else None
+        number = raw[:-1] if unit is not None else raw
+        try:
+            value = float(number) * (unit or 1.0)
+        except ValueError:
+            raise ConfigError(
+                f"duration {text!r}: expected a number with an optional unit s/m/h/d/w (e.g. 7d)"
+            ) from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"duration {text!r}: expected a positive duration (found {value:g} s)")
+    return value
+
+
+def _check(model: WorkloadModel, duration_s: float, scale: float) -> None:
+    if model.table not in FIT_TABLES:
+        raise ConfigError(f"cannot synthesize table {model.table!r} (expected one of {FIT_TABLES})")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ConfigError(f"duration must be a positive number of seconds (found {duration_s!r})")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be a positive number (found {scale!r})")
+
+
+class _Arrivals:
+    """Stateful inverse of the cumulative rate curve; created per synthesis run."""
+
+    def __init__(self, model: WorkloadModel, scale: float, rng: np.random.Generator) -> None:
+        rate = model.arrival.rate
+        lv = np.asarray(rate.levels, dtype=np.float64) * scale
+        self.cum = np.concatenate([[0.0], np.cumsum(lv * rate.bin_s)])
+        self.edges = np.arange(lv.size + 1, dtype=np.float64) * rate.bin_s
+        self.period = rate.period_s
+        self.per_cycle = float(self.cum[-1])
+        renewal = model.arrival.renewal
+        self.shape = 1.0 / renewal.cv**2
+        self.gaps = renewal.gaps if renewal.family == "empirical" else None
+        self.table = knots(self.gaps) if self.gaps is not None else None
+        self.quantum = model.arrival.quantum_s
+        self.rng = rng
+        self.u = 0.0
+
+    def next(self, n: int) -> np.ndarray:
+        if self.gaps is not None:
+            gaps = draw(self.gaps, self.rng.standard_normal(n), self.table)
+        else:
+            gaps = self.rng.standard_gamma(self.shape, n)
+            gaps *= 1.0 / self.shape
+        u = np.cumsum(gaps)
+        u += self.u
+        self.u = float(u[-1])
+        t = self._invert(u)
+        if self.quantum:
+            t = np.floor(t / self.quantum) * self.quantum
+        return t
+
+    def _invert(self, u: np.ndarray) -> np.ndarray:
+        """Wall-clock times of sorted operational times ``u`` (a merge, not a search per event)."""
+        c0 = int(u[0] // self.per_cycle)
+        c1 = int(u[-1] // self.per_cycle)
+        k = self.cum.size
+        if (c1 - c0 + 1) * k > u.size:
+            cycles = np.floor(u / self.per_cycle)
+            rem = u - cycles * self.per_cycle
+            return cycles * self.period + np.interp(rem, self.cum, self.edges)
+        cyc = np.arange(c0, c1 + 1, dtype=np.float64)[:, None]
+        knot_u = (cyc * self.per_cycle + self.cum[None, :]).ravel()
+        knot_t = (cyc * self.period + self.edges[None, :]).ravel()
+        pos = np.searchsorted(u, knot_u, side="left")
+        counts = np.diff(np.concatenate([[0], pos, [u.size]]))
+        seg = np.repeat(np.arange(-1, knot_u.size), counts)
+        seg = np.clip(seg, 0, knot_u.size - 2)
+        du = np.diff(knot_u)
+        dt = np.diff(knot_t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(du > 0, dt / du, 0.0)
+        return knot_t[seg] + (u - knot_u[seg]) * slope[seg]
+
+
+def _entity_cdf(model: WorkloadModel) -> np.ndarray | None:
+    e = model.entity
+    if e is None:
+        return None
+    shares = np.asarray(e.shares, dtype=np.float64)
+    n_tail = e.count - shares.size
+    if n_tail > 0 and e.tail_share > 0:
+        a = e.zipf_exponent if e.zipf_exponent is not None else 1.0
+        ranks = np.arange(shares.size + 1, e.count + 1, dtype=np.float64)
+        w = ranks ** (-a)
+        shares = np.concatenate([shares, e.tail_share * w / w.sum()])
+    cdf = np.cumsum(shares)
+    return cdf / cdf[-1]
+
+
+def iter_chunks(
+    model: WorkloadModel,
+    *,
+    duration_s: float | None = None,
+    scale: float = 1.0,
+    seed: int = 0,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pl.DataFrame]:
+    """Yield the synthetic canonical table in chunks of at most ``chunk_rows`` rows.
+
+    Parameters
+    ----------
+    model
+        A fitted model (requests, invocations or vms).
+    duration_s
+        Length of the synthetic trace in seconds (default: the source trace's).
+    scale
+        Rate factor: 10 gives ten times the events with the same shape and burstiness.
+    seed
+        The output is a pure function of (model, duration, scale, seed).
+    chunk_rows
+        Rows drawn per chunk (does not change the output, only memory use).
+
+    Raises
+    ------
+    ConfigError
+        Non-positive duration or scale, or a model of a table that cannot be synthesized.
+    """
+    duration = float(duration_s if duration_s is not None else model.source.duration_s)
+    _check(model, duration, scale)
+    streams = Streams(seed)
+    arrivals = _Arrivals(model, scale, streams.get("arrivals"))
+    fields = list(model.fields)
+    cop_fields = model.copula.fields if model.copula else []
+    order = cop_fields + [f for f in fields if f not in cop_fields]
+    chol = np.linalg.cholesky(np.asarray(model.copula.correlation)) if model.copula else None
+    tables = {f: knots(m) for f, m in model.fields.items()}
+    e = model.entity
+    cdf = _entity_cdf(model)
+    own: dict[str, dict[str, tuple[Marginal, tuple[np.ndarray, np.ndarray]]]] = {}
+    if e is not None:
+        own = {k: {f: (m, knots(m)) for f, m in ms.items()} for k, ms in e.fields.items()}
+    names = _entity_names(model) if e is not None else None
+    copula_rng = streams.get("copula")
+    entity_rng = streams.get("entity")
+    emitted = 0
+    while True:
+        t = arrivals.next(chunk_rows)
+        cut = int(np.searchsorted(t, duration, side="left"))
+        t = t[:cut]
+        m = t.size
+        if m:
+            raw = copula_rng.standard_normal((m, len(order)))
+            z = [np.ascontiguousarray(raw[:, i]) for i in range(len(order))]
+            if chol is not None:  # y_j = sum_i L[j, i] z_i (a tiny matmul is slow in numpy)
+                z = [_combine(chol[j], z) for j in range(len(cop_fields))] + z[len(cop_fields) :]
+            idx = (
+                np.searchsorted(cdf, entity_rng.random(m), side="right")
+                if cdf is not None
+                else None
+            )
+            if idx is not None:
+                np.minimum(idx, cdf.size - 1, out=idx)  # type: ignore[union-attr]
+            cols: dict[str, Any] = {}
+            for j, f in enumerate(order):
+                cols[f] = _draw_field(f, model.fields[f], tables[f], z[j], idx, own)
+            yield _frame(duration, model, t, cols, idx, names, emitted)
+            emitted += m
+        if cut < chunk_rows:
+            return
+
+
+def _combine(row: np.ndarray, z: list[np.ndarray]) -> np.ndarray:
+    out = z[0] * row[0]
+    for i in range(1, len(z)):
+        if row[i] != 0.0:
+            out += z[i] * row[i]
+    return out
+
+
+def _draw_field(
+    f: str,
+    pooled: Marginal,
+    table: tuple[np.ndarray, np.ndarray],
+    z: np.ndarray,
+    idx: np.ndarray | None,
+    own: dict[str, dict[str, tuple[Marginal, tuple[np.ndarray, np.ndarray]]]],
+) -> np.ndarray:
+    if idx is None or not own:
+        return draw(pooled, z, table)
+    out = np.empty(z.size)
+    ranks = [int(k) for k in own if k != "rest"]
+    done = np.zeros(z.size, dtype=bool)
+    for r in ranks:
+        spec = own[str(r)].get(f)
+        if spec is None:
+            continue
+        mask = idx == r
+        out[mask] = draw(spec[0], z[mask], spec[1])
+        done |= mask
+    rest = own.get("rest", {}).get(f)
+    left = ~done
+    out[left] = draw(rest[0], z[left], rest[1]) if rest else draw(pooled, z[left], table)
+    return out
+
+
+def _entity_names(model: WorkloadModel) -> tuple[pl.Series, pl.Series | None]:
+    e = model.entity
+    assert e is not None
+    width = len(str(e.count))
+    ids = pl.Series(np.arange(e.count)).cast(pl.String).str.zfill(width)
+    names = (pl.lit(f"{e.column}-") + pl.lit(ids)).alias("n")
+    ent = pl.select(names).to_series()
+    parents = None
+    if e.parent_column and e.parents:
+        n_par = max(e.parents) + 1
+        p = np.concatenate([np.asarray(e.parents), np.arange(len(e.parents), e.count) % n_par])
+        pw = len(str(n_par))
+        pid = pl.Series(p).cast(pl.String).str.zfill(pw)
+        parents = pl.select((pl.lit(f"{e.parent_column}-") + pl.lit(pid)).alias("p")).to_series()
+    return ent, parents
+
+
+def _frame(
+    horizon: float,
+    model: WorkloadModel,
+    t: np.ndarray,
+    cols: dict[str, np.ndarray],
+    idx: np.ndarray | None,
+    names: tuple[pl.Series, pl.Series | None] | None,
+    offset: int,
+) -> pl.DataFrame:
+    data: dict[str, Any] = {model.time_column: t}
+    ints = {f for f, m in model.fields.items() if m.integer}
+    for f, v in cols.items():
+        data[f] = v.astype(np.int64) if f in ints else v
+    if model.table == "vms" and "lifetime_s" in data:
+        deleted = t + data.pop("lifetime_s")
+        data["deleted_s"] = np.where(deleted > horizon, np.nan, deleted)  # alive at the end
+    frame = pl.DataFrame(data, nan_to_null=True)
+    seq = pl.int_range(offset, offset + t.size, dtype=pl.Int64)
+    if model.table == "requests":
+        frame = frame.with_columns(seq.alias("request_id"))
+    elif model.table == "vms":
+        frame = frame.with_columns(pl.format("vm-{}", seq).alias("vm_id"))
+    elif model.table == "invocations":
+        frame = frame.with_columns(pl.lit(1, dtype=pl.Int64).alias("count"))
+    if idx is not None and names is not None and model.entity is not None:
+        ent, parents = names
+        frame = frame.with_columns(ent.gather(idx).alias(model.entity.column))
+        if parents is not None and model.entity.parent_column:
+            frame = frame.with_columns(parents.gather(idx).alias(model.entity.parent_column))
+    if model.table == "invocations":
+        for col in ("app", "function"):
+            if col not in frame.columns:
+                frame = frame.with_columns(pl.lit(f"{col}-0").alias(col))
+    missing = [c for c in TABLES[model.table].required if c not in frame.columns]
+    frame = frame.with_columns([pl.lit(None).alias(c) for c in missing])
+    return canonical(frame.lazy(), model.table).collect()
+
+
+def sample(
+    model: WorkloadModel, *, duration_s: float | None = None, scale: float = 1.0, seed: int = 0
+) -> pl.DataFrame:
+    """The whole synthetic table in memory (see :func:`iter_chunks` for the parameters)."""
+    parts = list(iter_chunks(model, duration_s=duration_s, scale=scale, seed=seed))
+    if not parts:
+        return pl.DataFrame(schema=TABLES[model.table].columns)
+    return pl.concat(parts)
+
+
+def synth(
+    model: WorkloadModel,
+    path: str | os.PathLike[str],
+    *,
+    duration_s: float | None = None,
+    scale: float = 1.0,
+    seed: int = 0,
+    chunk_rows: int = CHUNK_ROWS,
+    overwrite: bool = False,
+    on_chunk: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Stream a synthetic trace to a Parquet file, chunk by chunk (constant memory).
+
+    ``on_chunk(rows_so_far, simulated_seconds_so_far)`` is called after each chunk
+    (for progress bars). Returns ``{"path", "rows", "duration_s", "scale", "seed",
+    "chunks"}``. The file appears atomically; an existing file is replaced only with
+    ``overwrite``.
+
+    Raises
+    ------
+    FleetlabError
+        ``path`` exists and ``overwrite`` is false.
+    ConfigError
+        Invalid duration, scale or model table.
+    """
+    import pyarrow.parquet as pq
+
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FleetlabError(f"{target}: already exists; pass --force to replace it")
+    duration = float(duration_s if duration_s is not None else model.source.duration_s)
+    _check(model, duration, scale)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    rows = chunks = 0
+    writer = None
+    try:
+        for chunk in iter_chunks(
+            model, duration_s=duration, scale=scale, seed=seed, chunk_rows=chunk_rows
+        ):
+            arrow = chunk.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, arrow.schema, compression="lz4")
+            writer.write_table(arrow)
+            rows += chunk.height
+            chunks += 1
+            if on_chunk:
+                on_chunk(rows, float(chunk[model.time_column][-1]))
+        if writer is None:
+            sample(model, duration_s=duration, scale=scale, seed=seed).write_parquet(tmp)
+        else:
+            writer.close()
+            writer = None
+        os.replace(tmp, target)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return {
+        "path": str(target),
+        "rows": rows,
+        "duration_s": duration,
+        "scale": scale,
+        "seed": seed,
+        "chunks": chunks,
+    }

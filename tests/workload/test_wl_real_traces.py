@@ -1,0 +1,98 @@
+"""Published facts on the real traces, and fit -> synth -> compare round trips on them."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from fleetlab.workload import characterize, compare, fit
+
+
+def test_splitwise_medians_of_the_azure_llm_2023_traces(
+    azure_code: pl.DataFrame, azure_conv: pl.DataFrame
+) -> None:
+    # Splitwise (ISCA'24), section III: code ~1,500 prompt / 13 output tokens at the
+    # median; conversation ~1,020 / 129.
+    code = characterize(azure_code).metrics["sizes"]
+    conv = characterize(azure_conv).metrics["sizes"]
+    assert code["prompt_tokens"]["median"] == pytest.approx(1500, rel=0.03)
+    assert code["output_tokens"]["median"] == 13
+    assert conv["prompt_tokens"]["median"] == pytest.approx(1020, rel=0.01)
+    assert conv["output_tokens"]["median"] == 129
+
+
+def test_code_arrivals_are_much_burstier_than_conversation(
+    azure_code: pl.DataFrame, azure_conv: pl.DataFrame
+) -> None:
+    code = characterize(azure_code).metrics["arrivals"]
+    conv = characterize(azure_conv).metrics["arrivals"]
+    assert code["iat_cv"] > 5 * conv["iat_cv"]
+    assert conv["iat_cv"] == pytest.approx(1.09, abs=0.02)  # close to Poisson
+    idc_code = {r["window_s"]: r["idc"] for r in code["idc"]}
+    idc_conv = {r["window_s"]: r["idc"] for r in conv["idc"]}
+    assert idc_code[60.0] > 5 * idc_conv[60.0]
+    assert code["bursts"]["events_in_bursts"] > conv["bursts"]["events_in_bursts"]
+
+
+def test_characterization_reports_known_anomalies(
+    azure_code: pl.DataFrame, mooncake_conv: pl.DataFrame
+) -> None:
+    moon = characterize(mooncake_conv)
+    grid = [a for a in moon.anomalies if a["kind"] == "timestamps_on_grid"]
+    assert grid and grid[0]["grid_s"] == pytest.approx(3.0, rel=1e-3)
+    assert grid[0]["tie_fraction"] > 0.85
+    code = characterize(azure_code)
+    assert any(
+        a["kind"] == "values_at_max" and a["column"] == "prompt_tokens" for a in code.anomalies
+    )
+    # no NaN anywhere in the JSON, and every skipped analysis says why
+    json.dumps(code.to_dict(), allow_nan=False)
+    assert all(s["reason"] for s in code.skipped)
+
+
+@pytest.mark.parametrize("trace", ["azure_code", "azure_conv", "mooncake_conv"])
+def test_fit_synth_compare_round_trip_passes_the_issue_thresholds(
+    trace: str, request: pytest.FixtureRequest
+) -> None:
+    real: pl.DataFrame = request.getfixturevalue(trace)
+    model, _ = fit(real, seed=0)
+    synthetic = model.sample(seed=1)
+    cmp = compare(real, synthetic)
+    assert cmp.passed, cmp.table.filter(pl.col("verdict") == "fail").to_dicts()
+    t = {(r["statistic"], r["field"]): r for r in cmp.table.to_dicts()}
+    assert t[("ks", "prompt_tokens")]["distance"] <= 0.05
+    assert t[("ks", "output_tokens")]["distance"] <= 0.05
+    assert t[("iat_cv", "")]["distance"] <= 0.15
+    assert t[("rate_curve", "")]["distance"] <= 0.10
+    # medians survive the round trip
+    for f in ("prompt_tokens", "output_tokens"):
+        assert synthetic[f].median() == pytest.approx(real[f].median(), rel=0.05)
+
+
+def test_scaled_round_trip_keeps_shape_and_burstiness(azure_conv: pl.DataFrame) -> None:
+    model, _ = fit(azure_conv, seed=0)
+    cmp = compare(azure_conv, model.sample(seed=2, scale=5.0), scale=5.0)
+    assert cmp.passed, cmp.metrics["failed"]
+    verdicts = dict(zip(cmp.table["statistic"], cmp.table["verdict"], strict=False))
+    assert verdicts["renewal_cv"] == "pass" and verdicts["rate_curve"] == "pass"
+
+
+def test_compare_fails_a_wrong_synthetic_trace(
+    azure_code: pl.DataFrame, azure_conv: pl.DataFrame
+) -> None:
+    cmp = compare(azure_code, azure_conv)
+    failed = set(cmp.metrics["failed"])
+    assert not cmp.passed
+    assert {"ks prompt_tokens", "ks output_tokens", "iat_cv"} <= failed
+
+
+def test_alibaba_batch_tasks_round_trip(alibaba_tasks: pl.DataFrame) -> None:
+    """A vms table from another provider: lifetimes, cores and popularity survive the trip."""
+    model, _ = fit(alibaba_tasks, seed=0)
+    assert model.table == "vms" and model.lifetime_column == "lifetime_s"
+    cmp = compare(alibaba_tasks, model.sample(seed=1))
+    assert cmp.passed, cmp.table.filter(pl.col("verdict") == "fail").to_dicts()
+    stats = set(cmp.table["statistic"])
+    assert {"ks", "rate_curve", "iat_cv"} <= stats
