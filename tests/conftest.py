@@ -6,6 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Deterministic property tests with no wall-clock deadline: CI machines are small and shared.
+settings.register_profile(
+    "fleetlab",
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("fleetlab")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fleetlab import chaos, depgraph, inference, placement, workload
 from fleetlab.report import Report
+from fleetlab.tour._data import data_stop
 from fleetlab.tour._foundation import demo_requests, ingest_stop
 from fleetlab.tour._spans import tour_stop as spans_stop
 from fleetlab.tour._store import store_stop
@@ -22,6 +23,7 @@ Stop = Callable[..., tuple[Report, dict[str, Any]]]
 #: the stops in tour order: (name, function)
 STOPS: tuple[tuple[str, Stop], ...] = (
     ("ingest", ingest_stop),
+    ("data", data_stop),
     ("traces", traces_stop),
     ("spans", spans_stop),
     ("store", store_stop),
