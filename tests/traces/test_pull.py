@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetlab import traces
@@ -360,6 +360,7 @@ def test_canonical_name_property(parts: list[str]) -> None:
     assert raw.startswith(stem) and len(stem) > len("dir/")
 
 
+@settings(max_examples=30, deadline=None)
 @given(pos=st.integers(0, len(CSV) - 1), delta=st.integers(1, 255))
 def test_any_changed_byte_fails_verification(pos: int, delta: int) -> None:
     import tempfile
