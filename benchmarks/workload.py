@@ -3,7 +3,7 @@
 Runs, in one process, side by side:
 
 1. synthesis: fleetlab's vectorised, chunked synthesizer (events/s, generation only and
-   generation + Parquet streaming) vs a per-request Python generator in the style of
+   generation + Parquet streaming, written in a background thread) vs a per-request Python generator in the style of
    vidur's (a loop drawing one Gamma inter-arrival and one size per request with
    scipy), on the same model;
 2. characterization of a 10M-row requests table: ``fleetlab.workload.characterize`` vs
@@ -54,6 +54,7 @@ def bench_synth(model: workload.WorkloadModel, rows: int, peer_requests: int) ->
             model, Path(tmp) / "s.parquet", duration_s=duration, scale=scale, seed=1
         )
         write, write_cpu = time.perf_counter() - t0, time.process_time() - c0
+        file_mb = (Path(tmp) / "s.parquet").stat().st_size / 1e6
     assert out["rows"] == n
     # peer: one request at a time, as vidur's SyntheticRequestGenerator does
     from scipy import stats
@@ -79,6 +80,7 @@ def bench_synth(model: workload.WorkloadModel, rows: int, peer_requests: int) ->
         "gen_cpu": gen_cpu,
         "write_cpu": write_cpu,
         "peer_cpu": peer_cpu,
+        "file_mb": file_mb,
     }
 
 
@@ -197,6 +199,9 @@ def main() -> None:
     print(
         f"synthesis, per-request peer (vidur-style scipy loop): {pn:,} events, wall {s['peer_s']:.2f} s "
         f"= {pn / s['peer_s'] / 1e3:.1f} k/s, cpu {s['peer_cpu']:.2f} s = {pn / s['peer_cpu'] / 1e3:.1f} k/s"
+    )
+    print(
+        f"synthesis, Parquet file: {s['file_mb']:.0f} MB ({s['file_mb'] * 1e6 / n:.1f} bytes/event)"
     )
     ratio = (n / s["write_cpu"]) / (pn / s["peer_cpu"])
     print(

@@ -91,6 +91,46 @@ def test_synth_streams_parquet_and_refuses_to_overwrite(
         synth(model, tmp_path / "s.parquet", seed=1)
 
 
+def test_synth_parquet_of_every_table_reads_back_as_the_chunks(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    for name, real in (
+        ("vms", vm_table(3_000, horizon=86_400.0, seed=2)),
+        ("invocations", zipf_invocations(5_000, functions=40, exponent=1.1, seed=4)),
+    ):
+        model, _ = fit(real, seed=0)
+        path = tmp_path / f"{name}.parquet"
+        out = synth(model, path, seed=3, chunk_rows=1000)
+        back = pl.read_parquet(path)
+        chunks = pl.concat(list(iter_chunks(model, seed=3, chunk_rows=1000)))
+        assert out["chunks"] > 1 and back.equals(chunks)
+        if name == "vms":
+            assert back["deleted_s"].null_count() > 0  # alive at the end: nullable column kept
+        assert back.schema == pl.Schema(TABLES[name].columns)
+        meta = pq.ParquetFile(path).metadata
+        cols = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+        time_col = meta.row_group(0).column(cols[model.time_column])
+        assert "BYTE_STREAM_SPLIT" in time_col.encodings and time_col.statistics is not None
+        assert pq.ParquetFile(path).schema_arrow.field(model.time_column).nullable is False
+    assert back["count"].unique().to_list() == [1]
+
+
+def test_segment_inversion_gives_the_same_floats_as_the_gather() -> None:
+    from fleetlab.workload._synth import _by_segment
+
+    rng = np.random.default_rng(0)
+    knot_u = np.concatenate([[0.0], np.cumsum(rng.exponential(10.0, 40))])
+    knot_u[7] = knot_u[6]  # an empty bin (zero slope)
+    knot_t = np.arange(knot_u.size) * 5.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(np.diff(knot_u) > 0, np.diff(knot_t) / np.diff(knot_u), 0.0)
+    u = np.sort(rng.uniform(-5.0, knot_u[-1] + 5.0, 10_000))  # also before/after the knots
+    pos = np.searchsorted(u, knot_u, side="left")
+    seg = np.clip(np.searchsorted(knot_u, u, side="right") - 1, 0, knot_u.size - 2)
+    want = knot_t[seg] + (u - knot_u[seg]) * slope[seg]
+    assert np.array_equal(_by_segment(u, pos, knot_u, knot_t, slope), want)
+
+
 def test_invocations_keep_popularity_and_per_function_sizes() -> None:
     real = zipf_invocations(20_000, functions=150, exponent=1.1, seed=4)
     model, _ = fit(real, seed=0)

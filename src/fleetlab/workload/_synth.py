@@ -27,6 +27,7 @@ from fleetlab.sim import Streams
 from fleetlab.traces import TABLES, canonical
 from fleetlab.workload._marginals import draw, knots
 from fleetlab.workload._model import Marginal, WorkloadModel
+from fleetlab.workload._parquet import ChunkWriter
 
 CHUNK_ROWS = 1 << 20
 FIT_TABLES = ("requests", "invocations", "vms")
@@ -114,14 +115,36 @@ class _Arrivals:
         knot_u = (cyc * self.per_cycle + self.cum[None, :]).ravel()
         knot_t = (cyc * self.period + self.edges[None, :]).ravel()
         pos = np.searchsorted(u, knot_u, side="left")
-        counts = np.diff(np.concatenate([[0], pos, [u.size]]))
-        seg = np.repeat(np.arange(-1, knot_u.size), counts)
-        seg = np.clip(seg, 0, knot_u.size - 2)
         du = np.diff(knot_u)
         dt = np.diff(knot_t)
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = np.where(du > 0, dt / du, 0.0)
+        if knot_u.size * 64 <= u.size:  # few long segments: slices, no per-event index
+            return _by_segment(u, pos, knot_u, knot_t, slope)
+        counts = np.diff(np.concatenate([[0], pos, [u.size]]))
+        seg = np.repeat(np.arange(-1, knot_u.size), counts)
+        seg = np.clip(seg, 0, knot_u.size - 2)
         return knot_t[seg] + (u - knot_u[seg]) * slope[seg]
+
+
+def _by_segment(
+    u: np.ndarray, pos: np.ndarray, knot_u: np.ndarray, knot_t: np.ndarray, slope: np.ndarray
+) -> np.ndarray:
+    """``knot_t[j] + (u - knot_u[j]) * slope[j]`` per segment ``j`` (same floats as a gather).
+
+    Events before the first knot use the first segment, after the last knot the last one.
+    """
+    out = np.empty_like(u)
+    last = knot_u.size - 2
+    for j in range(last + 1):
+        a = 0 if j == 0 else int(pos[j])
+        b = u.size if j == last else int(pos[j + 1])
+        if b > a:
+            seg = out[a:b]
+            np.subtract(u[a:b], knot_u[j], out=seg)
+            seg *= slope[j]
+            seg += knot_t[j]
+    return out
 
 
 def _entity_cdf(model: WorkloadModel) -> np.ndarray | None:
@@ -310,6 +333,19 @@ def sample(
     return pl.concat(parts)
 
 
+def _filled_columns(model: WorkloadModel) -> set[str]:
+    """Columns that synthesis never leaves null (written as required Parquet columns)."""
+    filled = {model.time_column, "request_id", "vm_id", "count"}
+    filled |= {f for f, m in model.fields.items() if m.kind != "constant" and f != "lifetime_s"}
+    if model.entity is not None:
+        filled.add(model.entity.column)
+        if model.entity.parent_column and model.entity.parents:
+            filled.add(model.entity.parent_column)
+    if model.table == "invocations":
+        filled |= {"app", "function"}
+    return filled
+
+
 def synth(
     model: WorkloadModel,
     path: str | os.PathLike[str],
@@ -325,7 +361,8 @@ def synth(
 
     ``on_chunk(rows_so_far, simulated_seconds_so_far)`` is called after each chunk
     (for progress bars). Returns ``{"path", "rows", "duration_s", "scale", "seed",
-    "chunks"}``. The file appears atomically; an existing file is replaced only with
+    "chunks"}``. Each chunk is encoded in a background thread while the next one is
+    drawn (see ``_parquet`` for the column encodings). The file appears atomically; an existing file is replaced only with
     ``overwrite``.
 
     Raises
@@ -335,8 +372,6 @@ def synth(
     ConfigError
         Invalid duration, scale or model table.
     """
-    import pyarrow.parquet as pq
-
     target = Path(path)
     if target.exists() and not overwrite:
         raise FleetlabError(f"{target}: already exists; pass --force to replace it")
@@ -345,28 +380,23 @@ def synth(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     rows = chunks = 0
-    writer = None
+    writer = ChunkWriter(tmp, model.time_column, _filled_columns(model))
     try:
         for chunk in iter_chunks(
             model, duration_s=duration, scale=scale, seed=seed, chunk_rows=chunk_rows
         ):
-            arrow = chunk.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, arrow.schema, compression="lz4")
-            writer.write_table(arrow)
+            writer.submit(chunk)  # encoded in the background while the next chunk is drawn
             rows += chunk.height
             chunks += 1
             if on_chunk:
                 on_chunk(rows, float(chunk[model.time_column][-1]))
-        if writer is None:
+        started = writer.started
+        writer.close()
+        if not started:
             sample(model, duration_s=duration, scale=scale, seed=seed).write_parquet(tmp)
-        else:
-            writer.close()
-            writer = None
         os.replace(tmp, target)
     finally:
-        if writer is not None:
-            writer.close()
+        writer.close()
         tmp.unlink(missing_ok=True)
     return {
         "path": str(target),
