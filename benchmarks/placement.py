@@ -2,8 +2,8 @@
 
 Runs, in one process:
 
-1. fleetlab's allocator (servers grouped into classes of identical resource state,
-   vectorised scoring over the classes) and a peer: the straightforward numpy
+1. fleetlab's allocator (servers grouped into classes of identical resource state;
+   score-based policies keep, per request shape, a heap of classes keyed by score) and a peer: the straightforward numpy
    bin-packer that scores every server per request (what a "toy bin-packer" does),
    on the same request stream; both must make the same decisions. Prints decisions/s
    of each and the ratio.

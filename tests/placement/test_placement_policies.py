@@ -176,3 +176,89 @@ def test_no_server_is_ever_over_capacity(name, rows):
     assert (tl["alloc_cores"] <= 1 + 1e-9).all() and (tl["alloc_memory_gb"] <= 1 + 1e-9).all()
     placed = res.placements.filter(res.placements["outcome"] == "placed").height
     assert placed + res.metrics["failures"] == len(rows)
+
+
+SHAPE_INDEXED = [
+    "best-fit",
+    "best-fit-l2",
+    "worst-fit",
+    "dot-product",
+    "tetris",
+    "most-allocated",
+    "least-allocated",
+    "rtcr",
+]
+
+
+def _run_by_hand(cl, reqs, policy, *, log_limit=None):
+    """decide/place/release over ``reqs`` (departures first); the node per request."""
+    import heapq
+
+    from fleetlab.placement._state import ask_of
+
+    state = ClusterState(cl)
+    if log_limit is not None:
+        state.classes.log_limit = log_limit
+    where, heap = [], []
+    for i in range(reqs.size):
+        while heap and heap[0][0] <= reqs.arrival[i]:
+            state.release(heapq.heappop(heap)[1])
+        ask = ask_of(reqs, i)
+        choice = decide(policy, state, ask)
+        where.append(None if choice is None else (choice[0], tuple(choice[1])))
+        if choice is not None:
+            state.place(ask, *choice)
+            heapq.heappush(heap, (reqs.departure[i], i))
+    return where
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(SHAPE_INDEXED),
+    log_limit=st.sampled_from([1, 4, 1024]),
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 40),
+            st.integers(1, 30),
+            st.sampled_from([1, 2, 4]),
+            st.sampled_from([1, 2, 4, 8]),
+            st.sampled_from([0, 0, 1, 2]),
+            st.sampled_from([250, 500, 1000]),
+        ),
+        min_size=5,
+        max_size=80,
+    ),
+)
+def test_shape_score_heaps_decide_exactly_like_a_full_scan(name, log_limit, rows):
+    # score-based policies decide through per-(scorer, request shape) heaps of classes
+    # (lazy invalidation, creation log trimmed every few classes with log_limit);
+    # three dimensions plus shared and whole GPUs, many repeated shapes
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(
+                ServerType(name="a", count=5, capacity={"cores": 8, "memory_gb": 16, "ssd_gb": 10}),
+                ServerType(
+                    name="g",
+                    count=3,
+                    capacity={"cores": 16, "memory_gb": 16, "ssd_gb": 40},
+                    gpus=2,
+                ),
+            )
+        )
+    )
+    vms = vms_table(
+        [
+            (f"v{i}", a, a + life, c, m, g, milli if g == 1 else 1000)
+            for i, (a, life, c, m, g, milli) in enumerate(rows)
+        ],
+        columns=("gpus", "gpu_milli"),
+    )
+    reqs = requests_from_vms(vms, cl)
+    fast = make_policy(name)
+    scan = dataclasses.replace(fast, by_class=False)
+    # the same scorer, unmarked, takes the class scan without heaps
+    plain = dataclasses.replace(fast, prefer=(lambda view, ask: fast.prefer[0](view, ask),))
+    got = _run_by_hand(cl, reqs, fast, log_limit=log_limit)
+    assert any(w is not None for w in got)
+    assert got == _run_by_hand(cl, reqs, scan)
+    assert got == _run_by_hand(cl, reqs, plain)

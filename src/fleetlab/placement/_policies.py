@@ -8,6 +8,7 @@ ties by server index and picks the GPUs on the chosen server.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -16,6 +17,7 @@ import numpy as np
 
 from fleetlab.errors import ConfigError
 from fleetlab.placement._fgd import FgdScore, TaskTypes
+from fleetlab.placement._shape_index import choose
 from fleetlab.placement._state import Ask, ClusterState
 from fleetlab.sim import Streams
 
@@ -153,6 +155,7 @@ def requested_to_capacity_ratio(
         shaped = np.where(has, np.interp(util, xs, ys), 0.0)
         return -shaped.sum(axis=1) / np.maximum(has.sum(axis=1), 1)
 
+    score._shape_only = True  # type: ignore[attr-defined]
     return score
 
 
@@ -219,6 +222,56 @@ def predicted_best_fit(view: View, ask: Ask) -> np.ndarray:
     return (cap - st.p95_used[view.index] - ask.p95_demand) / np.maximum(cap, 1e-9)
 
 
+# Scalar twins of the scorers for one class row (free, inv, demand as lists), with the
+# same floating-point operations in the same order as the numpy versions (numpy sums a
+# row of < 8 values left to right), so they give bit-identical scores.
+def _py_best_fit(f: list[float], inv: list[float], d: list[float]) -> float:
+    return sum([(a - b) * c for a, b, c in zip(f, d, inv, strict=True)])
+
+
+def _py_worst_fit(f: list[float], inv: list[float], d: list[float]) -> float:
+    return -_py_best_fit(f, inv, d)
+
+
+def _py_best_fit_l2(f: list[float], inv: list[float], d: list[float]) -> float:
+    r = [(a - b) * c for a, b, c in zip(f, d, inv, strict=True)]
+    return math.sqrt(sum([x * x for x in r]))
+
+
+def _py_dot_product(f: list[float], inv: list[float], d: list[float]) -> float:
+    dd = [b * c for b, c in zip(d, inv, strict=True)]
+    return sum([(a * c - e) * e for a, c, e in zip(f, inv, dd, strict=True)])
+
+
+def _py_tetris(f: list[float], inv: list[float], d: list[float]) -> float:
+    return -sum([a * c * c * b for a, b, c in zip(f, d, inv, strict=True)])
+
+
+def _py_utilisation_after(f: list[float], inv: list[float], d: list[float]) -> float:
+    used = [1.0 - (a - b) * c if c > 0 else 0.0 for a, b, c in zip(f, d, inv, strict=True)]
+    return sum(used) / max(sum(1 for c in inv if c > 0), 1)
+
+
+def _py_most_allocated(f: list[float], inv: list[float], d: list[float]) -> float:
+    return -_py_utilisation_after(f, inv, d)
+
+
+# scorers whose class score depends only on the class's resource state and the
+# request's shape: decided through per-shape score heaps (_shape_index), with their
+# scalar twins where they have one
+for _f, _py in (
+    (best_fit, _py_best_fit),
+    (best_fit_l2, _py_best_fit_l2),
+    (worst_fit, _py_worst_fit),
+    (dot_product, _py_dot_product),
+    (tetris, _py_tetris),
+    (most_allocated, _py_most_allocated),
+    (least_allocated, _py_utilisation_after),
+):
+    _f._shape_only = True  # type: ignore[attr-defined]
+    _f._py_score = _py  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------- filters
 def spread(max_per_rack: int) -> Filter:
     """Anti-affinity: at most ``max_per_rack`` of one tenant's VMs per rack (fault domain)."""
@@ -276,6 +329,8 @@ def decide(policy: Policy, state: ClusterState, ask: Ask) -> tuple[int, tuple[in
     Does not change ``state``; call :meth:`ClusterState.place` to apply the decision.
     """
     if policy.by_class and not policy.filters and policy.oversub_ratio is None:
+        if len(policy.prefer) == 1 and getattr(policy.prefer[0], "_shape_only", False):
+            return _decide_indexed(policy, state, ask)
         slots = np.flatnonzero(state.classes.fits(ask))
         if slots.size == 0:
             return None
@@ -304,6 +359,23 @@ def decide(policy: Policy, state: ClusterState, ask: Ask) -> tuple[int, tuple[in
         if not mask.all():
             view = _subset(view, mask)
     node = int(view.index.min())
+    return node, policy.gpu_pick(state, node, ask)
+
+
+def _decide_indexed(
+    policy: Policy, state: ClusterState, ask: Ask
+) -> tuple[int, tuple[int, ...]] | None:
+    scorer = policy.prefer[0]
+    key = (scorer, ask.demand.tobytes(), ask.gpu_count, ask.gpu_milli, ask.gpu_model)
+    node = choose(
+        state.classes,
+        key,
+        ask,
+        lambda slots: scorer(class_view(state, slots), ask),
+        getattr(scorer, "_py_score", None),
+    )
+    if node < 0:
+        return None
     return node, policy.gpu_pick(state, node, ask)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from fleetlab.placement._cluster import GPU_DIM, Cluster
 from fleetlab.placement._requests import Requests
+from fleetlab.placement._shape_index import ShapeIndex
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ class ServerClasses:
         self.gpu_whole = np.zeros(size, dtype=np.int64)
         self.first = np.zeros(size, dtype=np.int64)
         self.uid = np.zeros(size, dtype=np.int64)
+        self.live: list[int] = [0] * size  # uid of the live class per slot, 0 if none
         self.next_uid = 1
         self.alive = np.zeros(size, dtype=bool)
         self.keys: list[tuple] = [()] * size
@@ -261,6 +263,13 @@ class ServerClasses:
         self.heaps: list[list[int]] = [[] for _ in range(size)]
         self.node_slot = np.full(n, -1, dtype=np.int64)
         self.spare: list[int] = list(range(size - 1, -1, -1))
+        # creation log (slot, uid) read by the per-shape score heaps (_shape_index);
+        # trimmed by starting a new epoch, which makes every heap rebuild
+        self.log: list[int] = []
+        self.log_uid: list[int] = []
+        self.epoch = 0
+        self.log_limit = 1024
+        self.indexes: dict[tuple, ShapeIndex] = {}
         for node in range(n):
             self.add(node)
 
@@ -276,6 +285,7 @@ class ServerClasses:
             arr = getattr(self, name)
             setattr(self, name, np.concatenate([arr, np.zeros(new - old, dtype=arr.dtype)]))
         self.keys.extend([()] * (new - old))
+        self.live.extend([0] * (new - old))
         self.members.extend(set() for _ in range(new - old))
         self.heaps.extend([] for _ in range(new - old))
         self.spare.extend(range(new - 1, old - 1, -1))
@@ -298,10 +308,17 @@ class ServerClasses:
             self.gpu_whole[slot] = st.gpu_whole[node]
             self.alive[slot] = True
             self.uid[slot] = self.next_uid
+            self.live[slot] = self.next_uid
             self.next_uid += 1
             self.first[slot] = node
             self.heaps[slot] = [node]
             self.members[slot] = {node}
+            if len(self.log) > 4 * max(len(self.slot_of), self.log_limit):
+                self.log, self.log_uid = [], []
+                self.epoch += 1
+                self.indexes.clear()
+            self.log.append(slot)
+            self.log_uid.append(self.live[slot])
         else:
             self.members[slot].add(node)
             heapq.heappush(self.heaps[slot], node)
@@ -319,6 +336,7 @@ class ServerClasses:
         mem.discard(node)
         if not mem:
             self.alive[slot] = False
+            self.live[slot] = 0
             del self.slot_of[self.keys[slot]]
             self.heaps[slot] = []
             self.spare.append(slot)
