@@ -9,8 +9,6 @@ from pathlib import Path
 
 import typer
 
-from fleetlab import chaos
-from fleetlab.chaos._output import write_json, write_table
 from fleetlab.cli._common import (
     JsonOption,
     err,
@@ -20,6 +18,23 @@ from fleetlab.cli._common import (
     progress,
     recorded_run,
     rich_table,
+)
+
+# the area is imported inside the commands, so that `fleetlab --help` starts fast;
+# the toxic types (fleetlab.chaos.TOXIC_TYPES) for the help text: a test checks that they match
+TOXIC_NAMES = (
+    "latency",
+    "bandwidth",
+    "slow_close",
+    "timeout",
+    "reset_peer",
+    "slicer",
+    "limit_data",
+    "down",
+    "http_abort",
+    "http_delay",
+    "http_corrupt",
+    "http_reset",
 )
 
 app = typer.Typer(
@@ -49,6 +64,8 @@ def serve_cmd(
     ),
 ) -> None:
     """Run the proxy server (Toxiproxy-compatible API) until Ctrl-C or SIGTERM."""
+    from fleetlab import chaos
+    from fleetlab.chaos._output import write_json
 
     def ready(url: str) -> None:
         err.print(f"fleetlab proxy API on {url} (Toxiproxy-compatible); Ctrl-C stops it")
@@ -63,6 +80,8 @@ def stop_all_cmd(
     api: str = ApiOption, token: str | None = TokenOption, json_out: bool = JsonOption
 ) -> None:
     """The kill switch: remove every active fault on the proxy at once."""
+    from fleetlab import chaos
+
     with chaos.ProxyClient(api, token=token) as client:
         removed = client.stop_all()
     result = {"api": api, "removed_toxics": removed}
@@ -77,6 +96,8 @@ def list_cmd(
     api: str = ApiOption, token: str | None = TokenOption, json_out: bool = JsonOption
 ) -> None:
     """List proxies and their active toxics."""
+    from fleetlab import chaos
+
     with chaos.ProxyClient(api, token=token) as client:
         proxies = client.proxies()
     if json_out:
@@ -106,6 +127,8 @@ def add_proxy_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Create a proxy in front of a loopback service."""
+    from fleetlab import chaos
+
     with chaos.ProxyClient(api, token=token) as client:
         doc = client.create_proxy(
             name, upstream=upstream, listen=listen, protocol="http" if protocol == "http" else "tcp"
@@ -118,7 +141,7 @@ def add_proxy_cmd(
 @app.command("add-toxic")
 def add_toxic_cmd(
     proxy: str = typer.Argument(...),
-    type: str = typer.Argument(..., help=f"One of: {', '.join(chaos.TOXIC_TYPES)}."),
+    type: str = typer.Argument(..., help=f"One of: {', '.join(TOXIC_NAMES)}."),
     attr: list[str] = typer.Option([], "--attr", "-a", help="Attribute key=value (repeat)."),
     name: str | None = typer.Option(None, "--name"),
     stream: str = typer.Option("downstream", "--stream", help="upstream or downstream."),
@@ -128,6 +151,8 @@ def add_toxic_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Add a toxic (e.g. ``add-toxic db latency -a latency=200 -a jitter=20``)."""
+    from fleetlab import chaos
+
     attributes = chaos.parse_attributes(attr)
     with chaos.ProxyClient(api, token=token) as client:
         doc = client.add_toxic(
@@ -149,6 +174,8 @@ def remove_toxic_cmd(
     token: str | None = TokenOption,
 ) -> None:
     """Remove one toxic."""
+    from fleetlab import chaos
+
     with chaos.ProxyClient(api, token=token) as client:
         client.remove_toxic(proxy, name)
     err.print(f"removed {name} from {proxy}")
@@ -162,6 +189,8 @@ def validate_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Validate an experiment file without injecting anything."""
+    from fleetlab import chaos
+
     exp = chaos.load_experiment(experiment)
     info = {
         "title": exp.title,
@@ -189,6 +218,9 @@ def run_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Run an experiment: steady state, faults under load, guaranteed rollback, journal."""
+    from fleetlab import chaos
+    from fleetlab.chaos._output import write_json
+
     exp = chaos.load_experiment(experiment)
     for p in (output, report):
         if p is not None and p.exists() and not force:
@@ -252,6 +284,8 @@ def explore_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Enumerate dependency faults in blast-radius order; print the resilience matrix."""
+    from fleetlab import chaos
+    from fleetlab.chaos._output import write_table
     from fleetlab.depgraph import read_graph
 
     for p in (output, report):
@@ -312,6 +346,9 @@ def demo_cmd(
     force: bool = ForceOption,
 ) -> None:
     """Start the bundled demo system (gateway + backends behind proxies) until Ctrl-C."""
+    from fleetlab import chaos
+    from fleetlab.chaos._output import write_json
+
     with chaos.demo_system() as demo:
         if graph_out is not None:
             write_json(demo.graph.to_json(), graph_out, overwrite=force)
@@ -344,7 +381,8 @@ def simulate_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Draw a fault model over a simulated fleet: availability and SLO attainment."""
-    from fleetlab import sim
+    from fleetlab import chaos, sim
+    from fleetlab.chaos._output import write_table
 
     model = sim.load_fault_model(config)
     names, domains = sim.fleet(nodes, racks)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import (
@@ -19,7 +19,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from fleetlab import traces
 from fleetlab.cli._common import (
     JsonOption,
     err,
@@ -30,6 +29,9 @@ from fleetlab.cli._common import (
     rich_table,
 )
 from fleetlab.errors import InputFormatError
+
+if TYPE_CHECKING:
+    from fleetlab import traces
 
 app = typer.Typer(
     help="Public datasets: list the catalog, show one, pull it into the cache as canonical Parquet.",
@@ -44,6 +46,8 @@ def _mb(n: int) -> float:
 @app.command("list")
 def list_cmd(json_out: bool = JsonOption) -> None:
     """List the datasets of the catalog with their size, formats and licence."""
+    from fleetlab import traces
+
     entries = traces.datasets()
     if json_out:
         print_json(
@@ -73,6 +77,8 @@ def list_cmd(json_out: bool = JsonOption) -> None:
 
 
 def _local_state(d: traces.Dataset) -> dict[str, Any]:
+    from fleetlab import traces
+
     root = traces.datasets_home() / d.name
     present = sum((root / "raw" / f.path).is_file() for f in d.files)
     canonical = root / "canonical"
@@ -87,6 +93,8 @@ def info_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Show a dataset: description, licence, citation, download URLs, files and cache state."""
+    from fleetlab import traces
+
     d = traces.dataset(name)
     state = _local_state(d)
     if json_out:
@@ -163,6 +171,8 @@ def pull_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Download (or copy from FLEETLAB_MIRROR), verify sha256, and convert to canonical Parquet."""
+    from fleetlab import traces
+
     d = traces.dataset(name)
     bytes_bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -239,6 +249,8 @@ def path_cmd(
     With FLEETLAB_MIRROR set this is the verified mirror path; otherwise the cache path.
     Handy in scripts: ``fleetlab traces inspect $(fleetlab data path NAME FILE)``.
     """
+    from fleetlab import traces
+
     local = traces.dataset_file(name, path)
     if json_out:
         print_json({"dataset": name, "path": path, "local": str(local)})

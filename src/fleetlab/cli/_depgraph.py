@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fleetlab import depgraph
 from fleetlab.cli._common import (
     JsonOption,
     err,
@@ -21,6 +20,21 @@ from fleetlab.cli._common import (
     to_jsonable,
 )
 from fleetlab.errors import FleetlabError
+
+if TYPE_CHECKING:
+    from fleetlab import depgraph
+
+# the area is imported inside the commands, so that `fleetlab --help` starts fast;
+# the names of the built-in topologies (fleetlab.depgraph.TOPOLOGIES) for the help text:
+# a test checks that they match
+TOPOLOGY_NAMES = (
+    "chain",
+    "fanout",
+    "shared-backends",
+    "async-retry-cycle",
+    "hotel-reservation",
+    "social-network",
+)
 
 app = typer.Typer(
     help="Mine service dependency graphs from spans or flows; blast radius, critical path, diff.",
@@ -75,6 +89,8 @@ def mine_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Mine the service graph: from trace links (spans) or Orion-style from timing (flows)."""
+    from fleetlab import depgraph
+
     _refuse_existing(output, report, force=force)
     spec = (
         depgraph.FlowMiningSpec(min_confidence=min_confidence)
@@ -119,6 +135,8 @@ def show_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Terminal summary of a graph: edges, entry points, blast radii, SPOFs, cycles."""
+    from fleetlab import depgraph
+
     _refuse_existing(report, force=force)
     graph = depgraph.graph_of(graph_path)
     result = {
@@ -168,6 +186,8 @@ def blast_radius_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """What fails upstream when SERVICE fails: services, entry points, share of traffic."""
+    from fleetlab import depgraph
+
     graph = depgraph.graph_of(graph_path)
     result = depgraph.blast_radius(graph, service, through_async=not sync_only)
     if json_out:
@@ -204,6 +224,8 @@ def critical_path_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Critical path of each trace (CRISP) and which services most often determine latency."""
+    from fleetlab import depgraph
+
     _refuse_existing(output, report, force=force)
     config = {"path": str(path), "max_traces": max_traces, "seed": seed}
     with recorded_run("depgraph critical-path", config, [path]) as run:
@@ -254,6 +276,8 @@ def diff_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """New and removed edges, latency/error shifts, and the services they point at."""
+    from fleetlab import depgraph
+
     _refuse_existing(output, force=force)
     config = {"before": str(before), "after": str(after), "latency_ratio": latency_ratio}
     with recorded_run("depgraph diff", config, [before, after]) as run:
@@ -315,7 +339,7 @@ def diff_cmd(
 @app.command("generate")
 def generate_cmd(
     topology: str = typer.Argument(
-        ..., help=f"One of: {', '.join(depgraph.TOPOLOGIES)}; or a topology .yaml file."
+        ..., help=f"One of: {', '.join(TOPOLOGY_NAMES)}; or a topology .yaml file."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Spans table to write (.parquet)."),
     flows: Path | None = typer.Option(None, "--flows", help="Also write the flows (.parquet)."),
@@ -326,6 +350,8 @@ def generate_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Synthesize spans (and flows) for a topology with known ground truth."""
+    from fleetlab import depgraph
+
     _refuse_existing(output, flows, force=force)
     topo = depgraph.topology(topology)
     traffic = depgraph.Traffic(rate_per_s=rate, duration_s=duration)
@@ -366,6 +392,8 @@ def evaluate_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Orion-style mining scored against the stripped parent links: precision/recall/F1."""
+    from fleetlab import depgraph
+
     _refuse_existing(output, force=force)
     rows = []
     with recorded_run(

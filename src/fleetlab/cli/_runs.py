@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from fleetlab.cli._common import JsonOption, err, kv_table, out, print_json, rich_table
-from fleetlab.store import RunRecord, RunStore
+
+if TYPE_CHECKING:
+    from fleetlab.store import RunRecord
 
 app = typer.Typer(
     help="Recorded runs: every command that computes something is stored with its config, "
@@ -60,7 +62,7 @@ def list_cmd(
         raise typer.BadParameter(
             f"expected running, finished or failed, found {status!r}", param_hint="--status"
         )
-    records = RunStore(store).list(limit=limit, command=command, status=status)  # type: ignore[arg-type]
+    records = _store(store).list(limit=limit, command=command, status=status)  # type: ignore[arg-type]
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
         return
@@ -77,7 +79,7 @@ def show_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Show one run: config, inputs, metrics and artifacts."""
-    rec = RunStore(store).get(run_id)
+    rec = _store(store).get(run_id)
     if json_out:
         print_json(rec.model_dump(mode="json"))
         return
@@ -127,7 +129,7 @@ def rm_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Delete runs and their artifacts (asks first unless --yes)."""
-    run_store = RunStore(store)
+    run_store = _store(store)
     records = [run_store.get(r) for r in run_ids]
     if not yes:
         for rec in records:
@@ -150,3 +152,9 @@ def _flat(value: Any) -> str:
         text = json.dumps(value)
         return text if len(text) <= 80 else text[:77] + "..."
     return "" if value is None else str(value)
+
+
+def _store(path: Path | None) -> Any:
+    from fleetlab.store import RunStore
+
+    return RunStore(path)

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from fleetlab.cli._common import JsonOption, err, kv_table, out, print_json, progress, recorded_run
-from fleetlab.tour import STOPS, run_tour
 
 
 def tour(
@@ -19,6 +18,8 @@ def tour(
     json_out: bool = JsonOption,
 ) -> None:
     """Run every capability on defaults, offline, and write one HTML report."""
+    from fleetlab.tour import STOPS, run_tour
+
     names = [n for n, _ in STOPS if not only or n in only]
     with recorded_run("tour", {"seed": seed, "only": only}) as run, progress() as bar:
         task = bar.add_task("tour", total=len(names))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from fleetlab import traces
 from fleetlab.cli._common import (
     JsonOption,
     err,
@@ -25,6 +24,8 @@ app = typer.Typer(
 @app.command("formats")
 def formats_cmd(json_out: bool = JsonOption) -> None:
     """List the supported input formats and the canonical table each produces."""
+    from fleetlab import traces
+
     rows = [
         {"format": f.name, "table": f.table, "description": f.description} for f in traces.formats()
     ]
@@ -43,6 +44,8 @@ def inspect_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Detect the format and summarise: schema, rows, time span, per-column statistics."""
+    from fleetlab import traces
+
     with recorded_run("traces inspect", {"path": str(path), "format": format}, [path]) as run:
         result = traces.inspect(path, format=format)
         run.log_metrics({"rows": result["rows"]})
@@ -72,6 +75,8 @@ def convert_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Convert a trace to a canonical Parquet table (streaming where possible)."""
+    from fleetlab import traces
+
     with recorded_run("traces convert", {"path": str(path), "output": str(output)}, [path]) as run:
         with err.status("converting…"):
             result = traces.convert(path, output, format=format, overwrite=force)

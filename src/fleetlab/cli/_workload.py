@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from fleetlab import traces, workload
 from fleetlab.cli._common import (
     JsonOption,
     err,
@@ -20,6 +19,11 @@ from fleetlab.cli._common import (
     to_jsonable,
 )
 from fleetlab.errors import FleetlabError
+
+if TYPE_CHECKING:
+    from fleetlab import workload
+
+# the areas are imported inside the commands, so that `fleetlab --help` starts fast
 
 app = typer.Typer(
     help="Characterize workloads, fit generative models, synthesize traces, check fidelity.",
@@ -59,6 +63,8 @@ def characterize_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Characterize a trace: arrivals, periodicity, sizes, lifetimes, popularity, correlations."""
+    from fleetlab import traces, workload
+
     _refuse_existing(output, force)
     config = {"trace": str(trace), "format": format, "seed": seed}
     with recorded_run("characterize", config, [trace]) as run:
@@ -165,6 +171,8 @@ def fit_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Fit a generative workload model to a trace and write it as YAML/JSON."""
+    from fleetlab import traces, workload
+
     _refuse_existing(output, force)
     _refuse_existing(report, force)
     config = {"trace": str(trace), "output": str(output), "format": format, "seed": seed}
@@ -202,6 +210,7 @@ def fit_cmd(
 
 
 def _model_report(model: workload.WorkloadModel, diagnostics: dict[str, Any], trace: Path) -> Any:
+    from fleetlab import workload
     from fleetlab.report import Report
 
     return workload.model_section(Report("Workload model", str(trace)), model, diagnostics)
@@ -242,6 +251,8 @@ def synth_cmd(
 ) -> None:
     """Synthesize a trace of any duration and scale from a model, streamed to Parquet."""
     import time
+
+    from fleetlab import workload
 
     model = workload.load_model(model_path)
     seconds = workload.parse_duration(duration) if duration is not None else model.source.duration_s
@@ -311,6 +322,8 @@ def compare_cmd(
     json_out: bool = JsonOption,
 ) -> None:
     """Fidelity report: per-statistic distances and verdicts with the thresholds used."""
+    from fleetlab import traces, workload
+
     _refuse_existing(output, force)
     th = workload.load_thresholds(thresholds) if thresholds else workload.Thresholds()
     config = {
