@@ -206,6 +206,50 @@ def test_calls_equal_cross_service_links(spans: pl.DataFrame) -> None:
         assert d["p50_ms"] <= d["p99_ms"] or math.isnan(d["p50_ms"])
 
 
+@st.composite
+def _trees_with_gaps(draw: st.DrawFn) -> pl.DataFrame:
+    """Random traces with shuffled rows, orphans (missing parents), "root" markers and
+    varied durations: what the parent attachment and the exclusive times must survive."""
+    rows = []
+    for t in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(1, 10))
+        for i in range(n):
+            parent = None if i == 0 else str(draw(st.integers(0, i - 1)))
+            if i and draw(st.integers(0, 9)) == 0:
+                parent = draw(st.sampled_from(["99", "root"]))  # orphan or "no parent"
+            dur = draw(st.integers(0, 5000))
+            svc = draw(st.sampled_from("abc"))
+            rows.append((f"t{t}", str(i), parent, svc, f"op{i % 2}", T0 + i, dur, "ok", "server"))
+    order = draw(st.permutations(range(len(rows))))
+    return _spans([rows[i] for i in order])
+
+
+@settings(max_examples=60, deadline=None)
+@given(_trees_with_gaps())
+def test_parents_and_exclusive_times_match_a_per_span_reference(spans: pl.DataFrame) -> None:
+    frame, _ = depgraph.clean_spans(spans)
+    by_id = {(r["trace_id"], r["span_id"]): r for r in spans.iter_rows(named=True)}
+    kids: dict[tuple[str, str], int] = {}
+    for r in frame.iter_rows(named=True):  # row order is the input's
+        p = by_id.get((r["trace_id"], r["parent_id"])) if r["parent_id"] else None
+        assert r["p_service"] == (p["service"] if p else None)
+        assert r["p_operation"] == (p["operation"] if p else None)
+        assert r["p_duration_us"] == (p["duration_us"] if p else None)
+        if p is not None:
+            key = (p["trace_id"], p["span_id"])
+            kids[key] = kids.get(key, 0) + r["duration_us"]
+    assert frame["span_id"].to_list() == spans["span_id"].to_list()
+    g = depgraph.mine_spans(spans)
+    for svc in g.graph.nodes:
+        own = [r for r in spans.iter_rows(named=True) if r["service"] == svc]
+        excl = sum(
+            r["duration_us"] - min(kids.get((r["trace_id"], r["span_id"]), 0), r["duration_us"])
+            for r in own
+        )
+        assert g.graph.nodes[svc]["self_ms_mean"] == pytest.approx(excl / len(own) / 1000)
+        assert g.graph.nodes[svc]["traces"] == len({r["trace_id"] for r in own})
+
+
 ALIBABA_CSV = """traceid,timestamp,rpcid,um,rpctype,dm,interface,rt
 T1,1000,0,USER,http,frontend,/home,50
 T1,1001,0.1,frontend,rpc,cart,get,20

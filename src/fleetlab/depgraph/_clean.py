@@ -108,6 +108,15 @@ def clean_spans(
         ``p_service``, ``p_operation``, ``p_start_us``, ``p_duration_us``, ``p_kind``,
         ``p_is_error`` (nulls for roots and orphans). ``quality`` counts what was repaired.
     """
+    df, q, _ = clean_spans_indexed(spans, source=source)
+    return df, q
+
+
+def clean_spans_indexed(
+    spans: pl.DataFrame | pl.LazyFrame, *, source: str = "<spans>"
+) -> tuple[pl.DataFrame, dict[str, Any], pl.Series]:
+    """``clean_spans`` plus each span's parent row number in the frame (UInt32, null for
+    roots and orphans), for aggregating over children without another join."""
     df = as_frame(spans, source=source)
     q: dict[str, Any] = {"spans_in": df.height}
     missing = df.select(
@@ -154,27 +163,23 @@ def clean_spans(
         .then(None)
         .otherwise(_span_key(pl.col("trace_id"), pl.col("parent_id")))
         .alias("pk"),
-        pl.col("status").is_in(_error_values(df["status"])).fill_null(False).alias("is_error"),
+        pl.col("status")
+        .is_in(_error_values(df["status"]).implode())
+        .fill_null(False)
+        .alias("is_error"),
         (pl.col("start_us") + pl.col("duration_us").fill_null(0)).alias("end_us"),
         _lower_few(df["kind"]).alias("kind"),
     )
-    parents = df.select(
-        pl.col("k").alias("pk"),
-        pl.col("service").alias("p_service"),
-        pl.col("operation").alias("p_operation"),
-        pl.col("start_us").alias("p_start_us"),
-        pl.col("duration_us").alias("p_duration_us"),
-        pl.col("kind").alias("p_kind"),
-        pl.col("is_error").alias("p_is_error"),
-    )
-    df = df.join(parents, on="pk", how="left", coalesce=True)
+    df, pi = _attach_parents(df)
     marker = (
         pl.col("p_service").is_null() & pl.col("parent_id").is_in(_MARKER_VARIANTS)
     ).fill_null(False)
-    df = df.with_columns(
-        pl.when(marker).then(None).otherwise(pl.col("pk")).alias("pk"),
-        pl.when(marker).then(None).otherwise(pl.col("parent_id")).alias("parent_id"),
-    )
+    if df.select(marker.any()).item():  # rewriting the id columns costs: only when needed
+        pi = pi.set(df.select(marker).to_series(), None)
+        df = df.with_columns(
+            pl.when(marker).then(None).otherwise(pl.col("pk")).alias("pk"),
+            pl.when(marker).then(None).otherwise(pl.col("parent_id")).alias("parent_id"),
+        )
     orphan = pl.col("pk").is_not_null() & pl.col("p_service").is_null()
     stats = df.select(
         orphan.sum().alias("orphans"),
@@ -193,7 +198,37 @@ def clean_spans(
         children_before_parent=int(stats["early"]),
         children_after_parent=int(stats["late"]),
     )
-    return df, q
+    return df, q, pi
+
+
+_PARENT_COLS = ("service", "operation", "start_us", "duration_us", "kind", "is_error")
+
+
+def _attach_parents(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """Add the parent's columns (``p_service`` ...) to each span, by its ``pk``.
+
+    A left join on random 64-bit keys spends its time on cache misses; both sides sorted
+    by key make it a merge, and the parent columns are then gathered by row index (nulls for
+    roots and orphans). Keys are unique after ``_dedupe``, so each span has at most one
+    parent and the row order is kept.
+    """
+    row = pl.int_range(pl.len(), dtype=pl.UInt32)
+    lf = df.lazy()
+    spans, kids = pl.collect_all(  # the two sorts run side by side
+        [
+            lf.select(pl.col("k").alias("pk"), row.alias("_pi")).sort("pk"),
+            lf.select("pk", row.alias("_ci")).drop_nulls("pk").sort("pk"),
+        ]
+    )
+    found = kids.join(spans, on="pk", how="inner")
+    pi = (
+        pl.Series("_pi", [None], dtype=pl.UInt32)
+        .extend_constant(None, df.height - 1)
+        .scatter(found["_ci"], found["_pi"])
+        if df.height
+        else pl.Series("_pi", [], dtype=pl.UInt32)
+    )
+    return df.with_columns(pl.col(c).gather(pi).alias(f"p_{c}") for c in _PARENT_COLS), pi
 
 
 def _fix_clock_units(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:

@@ -6,9 +6,10 @@ import math
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import polars as pl
 
-from fleetlab.depgraph._clean import clean_spans
+from fleetlab.depgraph._clean import clean_spans_indexed
 from fleetlab.depgraph._graph import DependencyGraph
 
 _ASYNC_KINDS = ["producer", "consumer"]
@@ -113,11 +114,12 @@ def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.Dat
     return pl.concat([links.drop("_ck"), leaf, named], how="vertical_relaxed")
 
 
-def _edge_stats(links: pl.DataFrame, keys: list[str], window_s: float | None) -> pl.DataFrame:
+def _edge_stats(links: pl.DataFrame, keys: list[str], window_s: float | None) -> pl.LazyFrame:
     lat_ms = pl.col("latency_us").cast(pl.Float64) / 1000.0
     rate = pl.len() / window_s if window_s else pl.lit(math.nan)
     return (
-        links.group_by(keys)
+        links.lazy()
+        .group_by(keys)
         .agg(
             pl.len().alias("calls"),
             rate.alias("rate_per_s"),
@@ -174,7 +176,7 @@ def mine_spans(
     InputFormatError
         A required span column is missing or has the wrong type.
     """
-    frame, quality = clean_spans(spans, source=source)
+    frame, quality, parent_row = clean_spans_indexed(spans, source=source)
     if window_s is None and frame.height:
         lo, hi = frame["start_us"].min(), frame["end_us"].max()
         window_s = (hi - lo) / 1e6 if lo is not None and hi is not None and hi > lo else None
@@ -182,52 +184,62 @@ def mine_spans(
     quality["calls"] = links.height
     quality["async_calls"] = int(links["is_async"].sum())
     quality["negative_or_missing_latency_calls"] = int(links["latency_us"].null_count())
-    svc = _edge_stats(links, ["caller", "callee"], window_s)
-    ops = _edge_stats(links, ["caller", "caller_op", "callee", "callee_op"], window_s)
+    svc, ops = pl.collect_all(
+        [
+            _edge_stats(links, ["caller", "callee"], window_s),
+            _edge_stats(links, ["caller", "caller_op", "callee", "callee_op"], window_s),
+        ]
+    )
 
-    roots = frame.filter(pl.col("pk").is_null())
+    roots = frame.lazy().filter(pl.col("pk").is_null()).select("service", "tk").collect()
     entry_counts = roots.group_by("service").agg(pl.len().alias("n")).sort("service")
     entry_points = entry_counts["service"].to_list()
     is_entry_span = pl.col("pk").is_null() | (pl.col("p_service") != pl.col("service"))
     entry_ms = pl.col("duration_us").filter(is_entry_span.fill_null(False)).cast(pl.Float64) / 1000
-    nodes = frame.group_by("service").agg(
+    node_aggs = [
         pl.len().alias("spans"),
         entry_ms.quantile(0.5, "linear").alias("p50_ms"),
         entry_ms.quantile(0.99, "linear").alias("p99_ms"),
         pl.col("is_error").filter(is_entry_span.fill_null(False)).mean().alias("error_rate"),
-    )
-    if trace_stats and frame.height:
+    ]
+    if not (trace_stats and frame.height):
+        nodes = frame.group_by("service").agg(node_aggs)
+        by_entry = pl.DataFrame({"service": [], "entry": [], "n": []})
+    else:
         # exclusive ("self") time: a span's duration minus its children's (clipped at zero),
         # the latency the service adds itself. Summed per service without a join:
-        # sum(self) = sum(dur) - sum over parents of min(kids, dur)
+        # sum(self) = sum(dur) - sum over parents of min(kids, dur); the children's
+        # durations are summed per parent row by index (no group-by on random keys), and
+        # everything per service is one group-by
         dur = pl.col("duration_us").fill_null(0)
-        per_parent = (
+        has_parent = parent_row.is_not_null()
+        kids = np.bincount(
+            parent_row.filter(has_parent).to_numpy(),
+            weights=frame["duration_us"].fill_null(0).filter(has_parent).to_numpy(),
+            minlength=frame.height,
+        )  # float64: exact for sums below 2**53 µs (285 years)
+        nodes = (
             frame.lazy()
-            .filter(pl.col("p_service").is_not_null())
-            .group_by("pk")
+            .with_columns(pl.Series("_kids", kids.astype(np.int64)))
+            .group_by("service")
             .agg(
-                dur.sum().alias("_kids"),
-                pl.col("p_service").first(),
-                pl.col("p_duration_us").first().fill_null(0).alias("_pd"),
+                *node_aggs,
+                dur.sum().alias("_dur"),
+                pl.min_horizontal("_kids", dur).sum().alias("_cov"),
+                pl.col("tk").n_unique().alias("traces"),
             )
-            .group_by(pl.col("p_service").alias("service"))
-            .agg(pl.min_horizontal("_kids", "_pd").sum().alias("_covered"))
-            .collect()
-        )
-        selfs = (
-            frame.group_by("service")
-            .agg(dur.sum().alias("_dur"), pl.len().alias("_n"))
-            .join(per_parent, on="service", how="left")
             .select(
                 "service",
-                ((pl.col("_dur") - pl.col("_covered").fill_null(0)) / pl.col("_n") / 1000).alias(
-                    "self_ms_mean"
-                ),
+                "spans",
+                "p50_ms",
+                "p99_ms",
+                "error_rate",
+                ((pl.col("_dur") - pl.col("_cov")) / pl.col("spans") / 1000).alias("self_ms_mean"),
+                "traces",
             )
+            .collect()
         )
-        nodes = nodes.join(selfs, on="service", how="left")
-        totals = frame.group_by("service").agg(pl.col("tk").n_unique().alias("traces"))
-        nodes = nodes.join(totals, on="service", how="left")
+        totals = nodes.select("service", "traces")
         if len(entry_points) == 1 and quality["root_spans"] == quality["traces"]:
             # one entry point and one root per trace: every trace entered there
             by_entry = totals.select(
@@ -241,8 +253,6 @@ def mine_spans(
                 .group_by("service", "entry")
                 .agg(pl.len().alias("n"))
             )
-    else:
-        by_entry = pl.DataFrame({"service": [], "entry": [], "n": []})
 
     g = nx.DiGraph()
     entries = set(entry_points)
