@@ -16,25 +16,22 @@ import polars as pl
 
 from fleetlab import traces
 from fleetlab.report import Report
+from fleetlab.tour._foundation import demo_requests
 
-#: an offline stand-in for a catalog dataset when no mirror is set: a small trace in the
-#: Azure LLM 2023 CSV format, drawn from parameters written here (2 req/s, lognormal tokens)
-DEMO_TRACE = {"requests": 600, "rate_per_s": 2.0, "prompt_median": 1020, "output_median": 129}
 REAL = "azure-llm-inference-2023"
 
 
 def _demo_dataset(root: Path, seed: int) -> tuple[traces.Dataset, Path]:
-    rng = np.random.default_rng(seed)
-    n = DEMO_TRACE["requests"]
-    t = np.cumsum(rng.exponential(1 / DEMO_TRACE["rate_per_s"], n))
-    prompt = np.ceil(rng.lognormal(np.log(DEMO_TRACE["prompt_median"]), 1.0, n)).astype(int)
-    output = np.ceil(rng.lognormal(np.log(DEMO_TRACE["output_median"]), 0.9, n)).astype(int)
-    stamps = (np.datetime64("2023-11-16T18:15:00") + (t * 1e6).astype("timedelta64[us]")).astype(
-        str
-    )
+    """The ingest stop's demo workload written as an Azure LLM 2023 CSV, as a catalog entry."""
+    demo = demo_requests(seed)
+    stamps = (
+        np.datetime64("2023-11-16T18:15:00")
+        + (demo["arrival_s"].to_numpy() * 1e6).astype("timedelta64[us]")
+    ).astype(str)
     lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
     lines += [
-        f"{s.replace('T', ' ')},{p},{o}" for s, p, o in zip(stamps, prompt, output, strict=True)
+        f"{s.replace('T', ' ')},{p},{o}"
+        for s, p, o in zip(stamps, demo["prompt_tokens"], demo["output_tokens"], strict=True)
     ]
     data = ("\n".join(lines) + "\n").encode()
     mirror = root / "mirror"
