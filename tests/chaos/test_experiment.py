@@ -65,6 +65,13 @@ def test_a_run_measures_the_fault_and_rolls_everything_back(http_port: int) -> N
         "delete proxy web" in r["what"] for r in j["rollbacks"]
     )
     assert "fault_start" in events and "fault_end" in events
+    # the proxy's request counts per phase: every load request went through it once
+    for phase in ("before", "during", "after"):
+        assert j["phases"][phase]["proxy_requests"] == {"web": j["phases"][phase]["requests"]}
+    # the fault lasting to the end of the method stays until its requests are answered:
+    # the last one leaves ~0.475 s into the method and takes 400 ms, the fault began at 0.1 s
+    fault = j["faults"][0]
+    assert fault["end_s"] - fault["start_s"] >= 0.7
     # ~40 req/s over 0.3 + 0.5 + 0.3 s of load
     assert 30 <= result.samples.height <= 60
     assert set(result.samples["phase"].unique()) >= {"before", "during", "after"}
@@ -138,6 +145,16 @@ def test_failed_steady_state_injects_nothing(http_port: int) -> None:
         result = run_experiment(validate_experiment(doc), api=handle.api_url)
     assert result.journal["status"] == "failed"
     assert result.journal["faults"] == []
+
+
+def test_an_experiment_without_a_method_is_its_steady_state_check(http_port: int) -> None:
+    doc = _exp(http_port, method=[])
+    with running_proxy() as handle:
+        result = run_experiment(validate_experiment(doc), api=handle.api_url)
+    j = result.journal
+    assert j["status"] == "completed"
+    assert list(j["phases"]) == ["before"] and j["faults"] == []
+    assert j["phases"]["before"]["requests"] == 12  # 40 req/s for 0.3 s, open loop
 
 
 def test_embedded_proxy_when_none_is_given(http_port: int) -> None:

@@ -37,6 +37,7 @@ def test_explorer_on_the_demo_system() -> None:
         _pruning_saves_runs_and_says_why,
         _order_follows_blast_radius,
         _no_fault_is_left_behind,
+        _every_run_is_an_experiment_in_the_journal,
         _report_renders,
     ):
         check(explored)
@@ -106,6 +107,34 @@ def _order_follows_blast_radius(explored: tuple[ExploreResult, list[list[dict]]]
 def _no_fault_is_left_behind(explored: tuple[ExploreResult, list[list[dict]]]) -> None:
     _, left = explored
     assert all(t == [] for t in left)
+
+
+def _every_run_is_an_experiment_in_the_journal(
+    explored: tuple[ExploreResult, list[list[dict]]],
+) -> None:
+    result, _ = explored
+    j, mt = result.journal, result.metrics
+    exps = j["experiments"]
+    assert j["format"] == "fleetlab-chaos-explore-journal"
+    # the baseline, every run, every confirmation rerun (and a retried unmet steady state)
+    assert len(exps) == mt["experiments"] >= 1 + mt["runs"] + mt["confirmation_reruns"]
+    assert exps[0]["explore"]["faults"] == [] and list(exps[0]["phases"]) == ["before"]
+    for row in result.matrix.to_dicts():
+        e = exps[row["experiment"]]
+        assert e["format"] == "fleetlab-chaos-journal"
+        assert e["status"] == row["status"]
+        label = " + ".join(e["explore"]["faults"]) or "(none: baseline)"
+        assert label == row["faults"]
+        phase = e["phases"]["during" if row["size"] else "before"]
+        assert (phase["requests"], phase["error_rate"]) == (row["requests"], row["error_rate"])
+        if row["size"]:  # a real experiment: steady state, the faults, rollback, steady state
+            assert row["status"] in ("completed", "deviated")
+            assert e["phases"]["before"]["ok"] and "after" in e["phases"]
+            assert sorted(f["name"] for f in e["faults"]) == [
+                f.replace(":", "-") for f in e["explore"]["faults"]
+            ]
+            assert all(f["end_s"] is not None for f in e["faults"])  # each fault removed
+            assert all(r["ok"] for r in e["rollbacks"])
 
 
 def _report_renders(explored: tuple[ExploreResult, list[list[dict]]]) -> None:

@@ -24,6 +24,9 @@ def test_tour_stop_explores_the_demo_and_cleans_up(tmp_path: Path) -> None:
     assert (tmp_path / "chaos_matrix.parquet").is_file()
     findings = json.loads((tmp_path / "chaos_findings.json").read_text())
     assert findings["metrics"]["runs"] == summary["runs"]
+    journal = json.loads((tmp_path / "chaos_journal.json").read_text())
+    assert len(journal["experiments"]) == summary["experiments"] > summary["runs"]
+    assert {e["format"] for e in journal["experiments"]} == {"fleetlab-chaos-journal"}
     html = report.to_html()
     assert "Resilience findings" in html and "3 of 3" in html
 

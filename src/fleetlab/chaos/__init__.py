@@ -8,7 +8,8 @@
   before anything is injected; :func:`run_experiment` runs it under open-loop load with
   guaranteed rollback (leases expire in the proxy if the runner dies).
 - Search: :func:`explore` walks single and pairwise dependency faults of a
-  ``fleetlab.depgraph.DependencyGraph`` in blast-radius order, with LDFI-style pruning.
+  ``fleetlab.depgraph.DependencyGraph`` in blast-radius order, with LDFI-style pruning,
+  each run as an experiment; the resilience matrix is built from their journals.
 - Demo: :func:`demo_system` starts a small system with documented flaws.
 
 See docs/chaos.md. Fault models for simulators live in :mod:`fleetlab.sim`.

@@ -47,7 +47,11 @@ class ProxyClient:
         check_allowed(host, allow, what="proxy api")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.api_url = api_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout_s)
+        # plain http never uses TLS: skip building a certificate store (~0.1 s per client)
+        tls = urlsplit(api_url).scheme != "http"
+        self._http = httpx.Client(
+            base_url=self.api_url, headers=headers, timeout=timeout_s, verify=tls
+        )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

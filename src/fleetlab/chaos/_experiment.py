@@ -35,7 +35,10 @@ class ExperimentResult:
     journal
         JSON-ready record of the run: ``status`` (``completed``, ``deviated``,
         ``failed`` (steady state not met before), ``aborted`` or ``interrupted``), the
-        steady-state checks before/during/after, fault windows, rollbacks, abort reason.
+        steady-state checks before/during/after (each with ``proxy_requests``, the
+        requests each proxy framed during that phase, when the API reports them), fault
+        windows, rollbacks, abort reason. An experiment with no method has only the
+        ``before`` phase.
     samples
         One row per load request: ``t_s`` (since the run started), ``latency_ms``,
         ``status``, ``ok``, ``error``, ``phase``.
@@ -121,9 +124,31 @@ def rollback(
     return log
 
 
-async def _probes(exp: Experiment, http: httpx.AsyncClient) -> list[dict[str, Any]]:
-    out = []
+async def _proxy_requests(client: ProxyClient) -> dict[str, int] | None:
+    """Requests each proxy has framed so far (fleetlab ``stats``); ``None`` without stats."""
+    try:
+        doc = await asyncio.to_thread(client.proxies)
+    except FleetlabError:
+        return None
+    counts = {
+        name: int(p["stats"]["requests"])
+        for name, p in doc.items()
+        if isinstance(p.get("stats"), dict) and "requests" in p["stats"]
+    }
+    return counts or None
+
+
+def _delta(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, int] | None:
+    if before is None or after is None:
+        return None
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
+async def _probes(exp: Experiment, http: httpx.AsyncClient | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for p in exp.steady_state.probes:
+        if http is None:  # pragma: no cover - run_async makes a client when there are probes
+            raise RuntimeError("probes need an HTTP client")
         try:
             resp = await http.request(p.method, p.url, timeout=p.timeout_s)
             out.append(
@@ -147,6 +172,8 @@ async def _fault(
     t0: float,
     method_t0: float,
     stop: asyncio.Event,
+    drained: asyncio.Event,
+    installed: asyncio.Event,
     emit: Event,
 ) -> None:
     name = f.name or f"fault{i}"
@@ -154,6 +181,7 @@ async def _fault(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), max(0.0, start - time.monotonic()))
     if stop.is_set():
+        installed.set()
         return
     window = {
         "name": name,
@@ -188,6 +216,7 @@ async def _fault(
             )
         ledger.http_done.append((name, f.rollback))
         window["status"] = resp.status_code
+    installed.set()
     emit("fault_start", {"name": name})
     end = start + f.duration_s
     if f.ramp is not None and f.proxy is not None:
@@ -205,6 +234,10 @@ async def _fault(
             window.setdefault("ramp", [f.ramp.start]).append(value)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), max(0.0, end - time.monotonic()))
+    if f.start_s + f.duration_s >= exp.method_s:
+        # a fault lasting to the end of the method stays until the requests sent under it
+        # are answered, so every one of them meets it (and the call counts are exact)
+        await drained.wait()
     if f.toxic is not None and f.proxy is not None and (f.proxy, toxic_name) in ledger.toxics:
         with contextlib.suppress(FleetlabError):
             await asyncio.to_thread(client.remove_toxic, f.proxy, toxic_name)
@@ -266,19 +299,34 @@ async def run_async(
             ledger.proxies.append(p.name)
             state.setdefault("proxies", {})[p.name] = doc["listen"]
         exp = resolve_proxy_refs(exp, state.get("proxies", {}))
-        async with httpx.AsyncClient() as http:
+        async with contextlib.AsyncExitStack() as stack:
+            # probes only: building a client costs ~0.1 s (its TLS certificate store)
+            http = (
+                await stack.enter_async_context(httpx.AsyncClient())
+                if exp.steady_state.probes
+                else None
+            )
             pool = HttpPool()
-            await _phase(exp, "before", http, pool, t0, samples, state, emit)
+            await _phase(exp, "before", http, pool, t0, samples, state, emit, client)
             before = state["phases"]["before"]
             if not before["ok"]:
                 state["status"] = "failed"
                 return state
+            if not exp.method:  # nothing to inject: the run is its steady-state check
+                pool.close()
+                state["status"] = "completed"
+                return state
             stop = asyncio.Event()
+            drained = asyncio.Event()  # the load's last request is answered
+            counts0 = await _proxy_requests(client)
             method_t0 = time.monotonic()
             state["method_start_s"] = method_t0 - t0
+            installed = [asyncio.Event() for _ in exp.method]
             tasks = [
                 asyncio.get_running_loop().create_task(
-                    _fault(exp, i, f, client, ledger, t0, method_t0, stop, emit)
+                    _fault(
+                        exp, i, f, client, ledger, t0, method_t0, stop, drained, installed[i], emit
+                    )
                 )
                 for i, f in enumerate(exp.method)
             ]
@@ -287,17 +335,40 @@ async def run_async(
             )
             n0 = len(samples)
             deadline = exp.abort.deadline_s - (time.monotonic() - t0)
+            counts1: dict[str, int] | None = None
+
+            async def load() -> None:
+                nonlocal counts1
+                try:
+                    if exp.load:
+                        await open_loop(
+                            exp.load, exp.method_s, t0=t0, client=pool, stop=stop, out=samples
+                        )
+                    else:
+                        await asyncio.sleep(exp.method_s)
+                    counts1 = await _proxy_requests(client)
+                finally:
+                    drained.set()
+
+            async def first_faults_in_place() -> None:
+                # faults that start with the method are in place before its first request
+                for ev, task, f in zip(installed, tasks, exp.method, strict=True):
+                    if f.start_s == 0:
+                        waiter = asyncio.ensure_future(ev.wait())
+                        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+                        waiter.cancel()
+
+            async def method() -> None:
+                await first_faults_in_place()
+                await asyncio.gather(load(), *tasks)
+
             try:
-                load = (
-                    open_loop(exp.load, exp.method_s, t0=t0, client=pool, stop=stop, out=samples)
-                    if exp.load
-                    else asyncio.sleep(exp.method_s)
-                )
-                await asyncio.wait_for(asyncio.gather(load, *tasks), max(0.1, deadline))
+                await asyncio.wait_for(method(), max(0.1, deadline))
             except TimeoutError:
                 state["abort"] = {"reason": "deadline", "at_s": time.monotonic() - t0}
             finally:
                 stop.set()
+                drained.set()
                 monitor.cancel()
                 for t in tasks:
                     t.cancel()
@@ -307,6 +378,9 @@ async def run_async(
                 **summarize(during),
                 **slo_check(summarize(during), exp.steady_state.slo),
             }
+            calls = _delta(counts0, counts1)
+            if calls is not None:
+                state["phases"]["during"]["proxy_requests"] = calls
             # every fault of the method is removed here, before recovery and the after-check
             await asyncio.to_thread(rollback, client, ledger, keep_proxies=True)
             state["method_end_s"] = time.monotonic() - t0
@@ -314,7 +388,7 @@ async def run_async(
                 state["status"] = "aborted"
                 return state
             await asyncio.sleep(exp.recovery_s)
-            await _phase(exp, "after", http, pool, t0, samples, state, emit)
+            await _phase(exp, "after", http, pool, t0, samples, state, emit, client)
             pool.close()
             state["status"] = "completed" if state["phases"]["after"]["ok"] else "deviated"
             return state
@@ -326,23 +400,28 @@ async def run_async(
 async def _phase(
     exp: Experiment,
     phase: str,
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient | None,
     pool: HttpPool,
     t0: float,
     samples: list[Any],
     state: dict[str, Any],
     emit: Event,
+    client: ProxyClient,
 ) -> None:
     probes = await _probes(exp, http)
     result: dict[str, Any] = {"probes": probes, "start_s": time.monotonic() - t0}
     ok = all(p["ok"] for p in probes)
     if exp.load is not None:
         n0 = len(samples)
+        counts0 = await _proxy_requests(client)
         await open_loop(exp.load, exp.steady_state.window_s, t0=t0, client=pool, out=samples)
+        calls = _delta(counts0, await _proxy_requests(client))
         summary = summarize(to_frame(samples[n0:]))
         check = slo_check(summary, exp.steady_state.slo)
         result.update(summary)
         result["breaches"] = check["breaches"]
+        if calls is not None:
+            result["proxy_requests"] = calls
         ok = ok and check["ok"]
     result["ok"] = ok
     result["end_s"] = time.monotonic() - t0

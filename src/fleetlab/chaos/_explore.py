@@ -4,19 +4,19 @@ Filibuster/LDFI-style: a baseline run records which dependencies a request exerc
 faults are injected only where calls happen (a fault on a dependency nobody calls cannot
 be observed); a pair is tried only when its second fault hits a call that happens while
 the first is injected (fallbacks show up this way); and a set that contains a known
-failing set is skipped, since its failure is implied. Each run injects the faults under
-open-loop load through the proxies, measures the SLO and removes the faults (leased, so
-they go away even if the explorer dies).
+failing set is skipped, since its failure is implied. Every run is a real experiment
+through :func:`run_experiment`: steady-state hypothesis under the open-loop load, the
+fault set as its method, guaranteed (leased) rollback, a journal; the resilience matrix
+is built from those journals and the exploration's journal lists every one.
 """
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
@@ -24,11 +24,18 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetlab.chaos._client import ProxyClient
-from fleetlab.chaos._experiment import _Ledger, rollback
-from fleetlab.chaos._http import HttpPool
-from fleetlab.chaos._load import open_loop, slo_check, summarize, to_frame
+from fleetlab.chaos._experiment import run_experiment
 from fleetlab.chaos._proxy import LOOPBACK, check_allowed
-from fleetlab.chaos._spec import LoadSpec, Slo
+from fleetlab.chaos._spec import (
+    AbortSpec,
+    Experiment,
+    Fault,
+    LoadSpec,
+    ProxyTarget,
+    Slo,
+    SteadyState,
+    ToxicSpec,
+)
 from fleetlab.errors import ConfigError, FleetlabError
 
 if TYPE_CHECKING:
@@ -55,9 +62,14 @@ class ExploreSpec(BaseModel):
     pair_kinds
         Kinds combined into pairs (both members); empty: singles only.
     rate_per_s, window_s, timeout_s
-        Open-loop load on the entry per run: rate, measured window (s), request timeout.
+        Open-loop load on the entry per run: rate, how long each fault set is injected
+        and measured (s; the baseline's steady-state window too), request timeout.
+    steady_window_s
+        Steady-state window of each fault experiment, before and after its method (s):
+        the hypothesis is checked under the same load before anything is injected and
+        again after the rollback.
     settle_s
-        Pause after removing a run's faults before the next run (s).
+        Recovery pause of each experiment between its rollback and its after-check (s).
     slo
         What counts as broken (defaults: p99 <= 300 ms and error rate <= 5 %).
     amplification
@@ -70,7 +82,7 @@ class ExploreSpec(BaseModel):
         is run again and counts as failing only if the second run fails too (a short
         window's p99 is close to its maximum, so one scheduling stall can break it).
     lease_ttl_s
-        Lease of a run's faults beyond its window and request timeout (seconds): if the
+        Lease of each experiment's faults (seconds, renewed while it runs): if the
         explorer dies, the proxy drops them by itself.
     """
 
@@ -83,6 +95,7 @@ class ExploreSpec(BaseModel):
     rate_per_s: float = Field(default=40.0, gt=0, le=2000)
     window_s: float = Field(default=0.5, gt=0, le=600)
     timeout_s: float = Field(default=2.0, gt=0, le=60)
+    steady_window_s: float = Field(default=0.1, gt=0, le=600)
     settle_s: float = Field(default=0.05, ge=0, le=60)
     slo: Slo = Field(default_factory=lambda: Slo(p99_ms=300.0, error_rate=0.05))
     amplification: float = Field(default=3.0, gt=1)
@@ -100,7 +113,8 @@ class ExploreResult:
     matrix
         The resilience matrix, one row per run: ``faults``, ``size``, ``requests``,
         ``error_rate``, ``p50_ms``, ``p99_ms``, one pass/fail column per SLO term
-        (``slo_p99_ms``...), ``ok``, ``max_amplification``, ``amplified``, ``called``.
+        (``slo_p99_ms``...), ``ok``, ``max_amplification``, ``amplified``, ``called``,
+        the experiment's ``status`` and ``experiment`` (its index in ``journal``).
     minimal_failing
         Failing fault sets none of whose proper subsets fail (each a sorted list of
         ``service:kind``).
@@ -110,7 +124,11 @@ class ExploreResult:
     order
         Services in the order explored (largest blast radius first) with their radius.
     metrics
-        Runs, candidate space, runs saved by pruning (by reason), elapsed seconds.
+        Runs, candidate space, runs saved by pruning (by reason), experiments run,
+        elapsed seconds.
+    journal
+        The exploration's journal: entry, spec, order, metrics and ``experiments``, the
+        journal of every experiment run (baseline, fault sets, confirmation reruns).
     """
 
     matrix: pl.DataFrame
@@ -118,6 +136,7 @@ class ExploreResult:
     findings: list[dict[str, Any]]
     order: list[dict[str, Any]]
     metrics: dict[str, Any]
+    journal: dict[str, Any] = field(default_factory=dict)
 
 
 def blast_order(graph: GraphLike, services: list[str]) -> list[dict[str, Any]]:
@@ -186,6 +205,11 @@ def explore(
 ) -> ExploreResult:
     """Search the fault space of ``graph`` from ``entry_url`` and build the resilience matrix.
 
+    Each fault set (and the baseline) is run as an experiment (:func:`run_experiment`):
+    steady state under the open-loop load on ``entry_url``, the faults for ``window_s``
+    under the same load, rollback, steady state again; every experiment's journal is
+    kept in ``result.journal["experiments"]`` and its matrix row is read from it.
+
     Parameters
     ----------
     graph
@@ -216,37 +240,21 @@ def explore(
         ``entry_url`` or ``api`` outside the allowlist.
     ConfigError
         No dependency of the graph has a proxy.
+    FleetlabError
+        The baseline breaks the SLO, or an experiment crashed.
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM during an experiment (after that experiment rolled back).
     """
     spec = spec or ExploreSpec()
     host = httpx.URL(entry_url).host
     check_allowed(host, allow, what="entry")
-    loop = asyncio.new_event_loop()  # plain asyncio: uvloop would take over signals here
-    try:
-        with ProxyClient(api, token=token, allow=allow) as client:
-            return loop.run_until_complete(
-                _explore(graph, entry_url, client, dict(proxies or {}), spec, on_run)
-            )
-    finally:
-        loop.close()
-
-
-async def _stats(client: ProxyClient) -> dict[str, int]:
-    doc = await asyncio.to_thread(client.proxies)
-    return {n: int((p.get("stats") or {}).get("requests", -1)) for n, p in doc.items()}
-
-
-async def _explore(
-    graph: GraphLike,
-    entry_url: str,
-    client: ProxyClient,
-    mapping: dict[str, str],
-    spec: ExploreSpec,
-    on_run: Callable[[int, int, str], None] | None,
-) -> ExploreResult:
+    with ProxyClient(api, token=token, allow=allow) as client:
+        available = client.proxies()
     t_start = time.monotonic()
-    available = await asyncio.to_thread(client.proxies)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     entries = set(graph.entry_points)
     deps = [s for s in graph.graph.nodes if s not in entries]
+    mapping = dict(proxies or {})
     proxied = {s: mapping.get(s, s) for s in deps if mapping.get(s, s) in available}
     if not proxied:
         raise ConfigError(
@@ -255,136 +263,121 @@ async def _explore(
         )
     order = blast_order(graph, sorted(proxied))
     load = LoadSpec(url=entry_url, rate_per_s=spec.rate_per_s, timeout_s=spec.timeout_s)
+    journals: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     results: dict[frozenset[tuple[str, str]], dict[str, Any]] = {}
-    http = HttpPool()
-    try:
+    service_of = {p: s for s, p in proxied.items()}
+    reruns = 0
+    inconclusive = 0
 
-        async def run(faults: frozenset[tuple[str, str]]) -> dict[str, Any]:
-            ledger = _Ledger(holder=f"explore-{uuid.uuid4().hex}")
-            before = await _stats(client)
-            try:
-                for svc, kind in sorted(faults):
-                    t = _toxic(kind, spec)
-                    name = f"explore-{kind}-{ledger.holder[-6:]}"
-                    await asyncio.to_thread(
-                        client.add_toxic,
-                        proxied[svc],
-                        t["type"],
-                        name=name,
-                        attributes=t["attributes"],
-                        lease_holder=ledger.holder,
-                        lease_ttl_s=spec.lease_ttl_s + spec.window_s + spec.timeout_s,
-                    )
-                    ledger.toxics.append((proxied[svc], name))
-                t0 = time.monotonic()
-                samples = await open_loop(load, spec.window_s, t0=t0, client=http)
-            finally:
-                await asyncio.to_thread(rollback, client, ledger)
-            after = await _stats(client)
-            summary = summarize(to_frame(samples))
-            check = slo_check(summary, spec.slo)
-            n = max(1, summary["requests"])
-            per_req = {
-                s: (after.get(p, -1) - before.get(p, -1)) / n
-                for s, p in proxied.items()
-                if before.get(p, -1) >= 0
-            }
-            await asyncio.sleep(spec.settle_s)
-            return {"summary": summary, "check": check, "per_request": per_req}
+    def run(fs: frozenset[tuple[str, str]]) -> dict[str, Any]:
+        nonlocal inconclusive
+        exp = _experiment(fs, spec, load, proxied, api=api, token=token, allow=allow)
+        for attempt in range(2):
+            journal = run_experiment(exp, api=api, token=token).journal
+            journal["explore"] = {"faults": sorted(f"{s}:{k}" for s, k in fs), "try": attempt}
+            journals.append(journal)
+            status = journal["status"]
+            if status == "interrupted":
+                raise KeyboardInterrupt
+            if status == "crashed":
+                raise FleetlabError(f"experiment {exp.title!r} crashed: {journal['error']}")
+            if status != "failed" or not fs:
+                break
+            # the steady state did not hold before injecting: nothing was tested; once more
+        out = _outcome(journal, fs, service_of, len(journals) - 1)
+        if fs and journal["status"] == "failed":
+            inconclusive += 1
+        return out
 
-        reruns = 0
+    def confirmed(fs: frozenset[tuple[str, str]]) -> dict[str, Any]:
+        nonlocal reruns
+        res = run(fs)
+        breaches = res["check"]["breaches"]
+        marginal = bool(breaches) and all(
+            b["slo"] in ("p50_ms", "p99_ms")
+            and b["value"] < b["limit"] * (1.0 + spec.confirm_margin)
+            for b in breaches
+        )
+        if marginal:
+            reruns += 1
+            again = run(fs)
+            if again["check"]["ok"]:
+                return again
+        return res
 
-        async def confirmed(fs: frozenset[tuple[str, str]]) -> dict[str, Any]:
-            nonlocal reruns
-            res = await run(fs)
-            breaches = res["check"]["breaches"]
-            marginal = bool(breaches) and all(
-                b["slo"] in ("p50_ms", "p99_ms")
-                and b["value"] < b["limit"] * (1.0 + spec.confirm_margin)
-                for b in breaches
-            )
-            if marginal:
-                reruns += 1
-                again = await run(fs)
-                if again["check"]["ok"]:
-                    return again
-            return res
+    base = run(frozenset())
+    base_calls = base["per_request"]
+    counted = bool(base_calls)
+    exercised = {s for s, v in base_calls.items() if v > 0} if counted else set(proxied)
+    rows.append(_row(frozenset(), base, base_calls, spec))
+    if not base["check"]["ok"]:
+        raise FleetlabError(
+            f"entry {entry_url}: the system breaks its SLO with no fault injected "
+            f"({base['check']['breaches']}); fix the steady state first"
+        )
 
-        base = await run(frozenset())
-        base_calls = base["per_request"]
-        counted = bool(base_calls)
-        exercised = {s for s, v in base_calls.items() if v > 0} if counted else set(proxied)
-        rows.append(_row(frozenset(), base, base_calls, spec))
-        if not base["check"]["ok"]:
-            raise FleetlabError(
-                f"entry {entry_url}: the system breaks its SLO with no fault injected "
-                f"({base['check']['breaches']}); fix the steady state first"
-            )
-
-        ordered = [r["service"] for r in order]
-        kinds = list(spec.kinds)
-        space_singles = len(ordered) * len(kinds)
-        space_pairs = math.comb(len(ordered), 2) * len(spec.pair_kinds) ** 2
-        pruned = {"implied_by_failure": 0, "not_exercised": 0, "over_budget": 0}
-        planned = space_singles
-        done = 0
-        for svc in ordered:
-            for kind in kinds:
-                if svc not in exercised:
-                    pruned["not_exercised"] += 1
+    ordered = [r["service"] for r in order]
+    kinds = list(spec.kinds)
+    space_singles = len(ordered) * len(kinds)
+    space_pairs = math.comb(len(ordered), 2) * len(spec.pair_kinds) ** 2
+    pruned = {"implied_by_failure": 0, "not_exercised": 0, "over_budget": 0}
+    planned = space_singles
+    done = 0
+    for svc in ordered:
+        for kind in kinds:
+            if svc not in exercised:
+                pruned["not_exercised"] += 1
+                continue
+            if done >= spec.max_runs:
+                pruned["over_budget"] += 1
+                continue
+            fs = frozenset({(svc, kind)})
+            res = confirmed(fs)
+            results[fs] = res
+            rows.append(_row(fs, res, base_calls, spec))
+            done += 1
+            if on_run:
+                on_run(done, planned, _label(fs))
+    failing_singles = {next(iter(fs)) for fs, r in results.items() if _fails(r)}
+    tried_pairs: set[frozenset[tuple[str, str]]] = set()
+    for svc_a in ordered:
+        for kind_a in spec.pair_kinds:
+            a = (svc_a, kind_a)
+            for svc_b in ordered:
+                if svc_b == svc_a:
                     continue
-                if done >= spec.max_runs:
-                    pruned["over_budget"] += 1
-                    continue
-                fs = frozenset({(svc, kind)})
-                res = await confirmed(fs)
-                results[fs] = res
-                rows.append(_row(fs, res, base_calls, spec))
-                done += 1
-                if on_run:
-                    on_run(done, planned, _label(fs))
-        failing_singles = {next(iter(fs)) for fs, r in results.items() if not r["check"]["ok"]}
-        tried_pairs: set[frozenset[tuple[str, str]]] = set()
-        for svc_a in ordered:
-            for kind_a in spec.pair_kinds:
-                a = (svc_a, kind_a)
-                for svc_b in ordered:
-                    if svc_b == svc_a:
+                for kind_b in spec.pair_kinds:
+                    b = (svc_b, kind_b)
+                    fs = frozenset({a, b})
+                    if fs in tried_pairs:
                         continue
-                    for kind_b in spec.pair_kinds:
-                        b = (svc_b, kind_b)
-                        fs = frozenset({a, b})
-                        if fs in tried_pairs:
-                            continue
-                        tried_pairs.add(fs)
-                        if a in failing_singles or b in failing_singles:
-                            pruned["implied_by_failure"] += 1
-                            continue
-                        ra = results.get(frozenset({a}))
-                        rb = results.get(frozenset({b}))
-                        called_with_a = _called(ra, base_calls, counted, proxied)
-                        called_with_b = _called(rb, base_calls, counted, proxied)
-                        if not (
-                            (svc_b in called_with_a and (svc_a in exercised or ra))
-                            or (svc_a in called_with_b and (svc_b in exercised or rb))
-                        ):
-                            pruned["not_exercised"] += 1
-                            continue
-                        if done >= spec.max_runs:
-                            pruned["over_budget"] += 1
-                            continue
-                        res = await confirmed(fs)
-                        results[fs] = res
-                        rows.append(_row(fs, res, base_calls, spec))
-                        done += 1
-                        if on_run:
-                            on_run(done, planned, _label(fs))
-    finally:
-        http.close()
+                    tried_pairs.add(fs)
+                    if a in failing_singles or b in failing_singles:
+                        pruned["implied_by_failure"] += 1
+                        continue
+                    ra = results.get(frozenset({a}))
+                    rb = results.get(frozenset({b}))
+                    called_with_a = _called(ra, base_calls, counted, proxied)
+                    called_with_b = _called(rb, base_calls, counted, proxied)
+                    if not (
+                        (svc_b in called_with_a and (svc_a in exercised or ra))
+                        or (svc_a in called_with_b and (svc_b in exercised or rb))
+                    ):
+                        pruned["not_exercised"] += 1
+                        continue
+                    if done >= spec.max_runs:
+                        pruned["over_budget"] += 1
+                        continue
+                    res = confirmed(fs)
+                    results[fs] = res
+                    rows.append(_row(fs, res, base_calls, spec))
+                    done += 1
+                    if on_run:
+                        on_run(done, planned, _label(fs))
 
     matrix = pl.DataFrame(rows)
-    failing = [fs for fs, r in results.items() if not r["check"]["ok"]]
+    failing = [fs for fs, r in results.items() if _fails(r)]
     minimal = sorted(
         (
             sorted(f"{s}:{k}" for s, k in fs)
@@ -398,6 +391,8 @@ async def _explore(
     metrics = {
         "runs": done,
         "confirmation_reruns": reruns,
+        "experiments": len(journals),
+        "inconclusive": inconclusive,
         "candidates": candidates,
         "runs_saved": candidates - done,
         "pruned_implied_by_failure": pruned["implied_by_failure"],
@@ -410,7 +405,95 @@ async def _explore(
         "baseline_p99_ms": base["summary"]["p99_ms"],
         "baseline_error_rate": base["summary"]["error_rate"],
     }
-    return ExploreResult(matrix, minimal, findings, order, metrics)
+    journal = {
+        "format": "fleetlab-chaos-explore-journal",
+        "version": 1,
+        "entry": entry_url,
+        "api": api,
+        "proxies": proxied,
+        "spec": spec.model_dump(mode="json"),
+        "started_at": started,
+        "ended_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "order": order,
+        "minimal_failing": minimal,
+        "findings": findings,
+        "metrics": metrics,
+        "experiments": journals,
+    }
+    return ExploreResult(matrix, minimal, findings, order, metrics, journal)
+
+
+def _experiment(
+    fs: frozenset[tuple[str, str]],
+    spec: ExploreSpec,
+    load: LoadSpec,
+    proxied: Mapping[str, str],
+    *,
+    api: str,
+    token: str | None,
+    allow: tuple[str, ...],
+) -> Experiment:
+    """The experiment of one fault set: its faults for ``window_s`` under the entry load.
+
+    The baseline (no fault) is a steady-state check over ``window_s``.
+    """
+    method = [
+        Fault(
+            name=f"{svc}-{kind}",
+            proxy=proxied[svc],
+            toxic=ToxicSpec.model_validate(_toxic(kind, spec)),
+            start_s=0.0,
+            duration_s=spec.window_s,
+        )
+        for svc, kind in sorted(fs)
+    ]
+    steady = spec.steady_window_s if fs else spec.window_s
+    return Experiment(
+        title=f"explore: {_label(fs) or 'baseline (no fault)'}",
+        description="graph-guided fault search: one fault set under open-loop load",
+        proxy=ProxyTarget(api=api, token=token),
+        load=load,
+        steady_state=SteadyState(title=f"{load.url} meets its SLO", slo=spec.slo, window_s=steady),
+        method=method,
+        abort=AbortSpec(deadline_s=2 * (steady + spec.timeout_s + 1.0) + spec.window_s),
+        recovery_s=spec.settle_s,
+        lease_ttl_s=spec.lease_ttl_s,
+        allow=list(allow),
+    )
+
+
+def _outcome(
+    journal: dict[str, Any],
+    fs: frozenset[tuple[str, str]],
+    service_of: Mapping[str, str],
+    index: int,
+) -> dict[str, Any]:
+    """What a matrix row needs from an experiment journal (the baseline: its steady state)."""
+    phases = journal["phases"]
+    phase = phases.get("during" if fs else "before") or phases.get("before") or {}
+    keys = ("requests", "errors", "error_rate", "p50_ms", "p99_ms", "mean_ms")
+    summary = {k: phase.get(k, math.nan) for k in keys}
+    summary["requests"] = int(phase.get("requests", 0) or 0)
+    breaches = list(phase.get("breaches", []))
+    n = max(1, summary["requests"])
+    per_req = {
+        service_of[p]: c / n
+        for p, c in (phase.get("proxy_requests") or {}).items()
+        if p in service_of
+    }
+    return {
+        "summary": summary,
+        "check": {"ok": not breaches and bool(phase), "breaches": breaches},
+        "per_request": per_req,
+        "status": journal["status"],
+        "experiment": index,
+        "tested": not fs or "during" in phases,
+    }
+
+
+def _fails(res: dict[str, Any]) -> bool:
+    """A tested run that broke the SLO (an untested one, steady state never met, is not)."""
+    return bool(res["tested"]) and not res["check"]["ok"]
 
 
 def _called(
@@ -445,10 +528,12 @@ def _row(
     for key in ("p50_ms", "p99_ms", "error_rate"):
         if getattr(spec.slo, key) is not None:
             row[f"slo_{key}"] = "fail" if key in breached else "pass"
-    row["ok"] = res["check"]["ok"]
+    row["ok"] = res["check"]["ok"] if res["tested"] else None
     row["max_amplification"] = None if math.isnan(amp) or math.isinf(amp) else round(amp, 2)
     row["amplified"] = amp_svc
     row["called"] = ",".join(sorted(x for x, v in res["per_request"].items() if v > 0))
+    row["status"] = res["status"]
+    row["experiment"] = res["experiment"]
     return row
 
 
@@ -465,8 +550,8 @@ def _findings(
         slow, down, error = single["slow"], single["down"], single["error"]
         if (
             slow is not None
-            and not slow["check"]["ok"]
-            and all(r is not None and r["check"]["ok"] for r in (down, error))
+            and _fails(slow)
+            and all(r is not None and r["tested"] and r["check"]["ok"] for r in (down, error))
         ):
             out.append(
                 {
@@ -509,7 +594,7 @@ def _findings(
                 }
             )
     for fs, r in results.items():
-        if len(fs) == 2 and not r["check"]["ok"] and not any(x in failing_singles for x in fs):
+        if len(fs) == 2 and _fails(r) and not any(x in failing_singles for x in fs):
             out.append(
                 {
                     "service": " + ".join(sorted(s for s, _ in fs)),

@@ -2,9 +2,15 @@
 
 One :class:`ProxyServer` owns named proxies; each proxy listens on a loopback port and
 relays to an upstream. With no toxic on a direction, bytes go straight from one socket's
-``data_received`` to the other's ``write`` (the fast path); with toxics, chunks queue
-through the toxic chain in order. Every toxic and proxy may carry a lease: when the
-holder stops renewing it, the proxy removes it by itself.
+``data_received`` to the other's ``write`` (the fast path: an ``asyncio.Protocol`` relay,
+flow-controlled by ``pause_reading``/``resume_reading`` between the two transports, no
+task or queue per chunk); with toxics, chunks queue through the toxic chain in order.
+Adding a toxic to a live connection switches that direction to the queued path at once
+and removing it switches back once the queue is drained, so no byte is lost or
+reordered. The upstream is resolved once when the proxy is created (no DNS lookup per
+connection); bytes a client sends before the upstream connection is up are held in a
+list and written first. Every toxic and proxy may carry a lease: when the holder stops
+renewing it, the proxy removes it by itself.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from fleetlab.errors import SafetyError
 
 Stream = Literal["upstream", "downstream"]
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-_HIGH_WATER = 1 << 20
+_HIGH_WATER = 1 << 20  # bytes buffered for one direction before its source is paused
 _now = time.monotonic
 _HTTP_START = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|TRACE|CONNECT) ")
 
@@ -58,8 +64,14 @@ def split_hostport(text: str, *, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_allowed(host: str, allow: Sequence[str], *, what: str) -> None:
+def check_allowed(host: str, allow: Sequence[str], *, what: str) -> tuple[str, ...]:
     """Refuse ``host`` unless every address it resolves to is inside ``allow`` (CIDRs).
+
+    Returns
+    -------
+    tuple of str
+        The addresses ``host`` resolves to (numeric, in resolver order, no repeats), so
+        callers can connect without resolving the name again.
 
     Raises
     ------
@@ -78,6 +90,7 @@ def check_allowed(host: str, allow: Sequence[str], *, what: str) -> None:
                 f"{what}: {host!r} resolves to {addr}, outside the allowlist "
                 f"({', '.join(allow)}); fleetlab only injects faults into allowed targets"
             )
+    return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass
@@ -118,6 +131,8 @@ class Link:
         "conn",
         "direction",
         "dst",
+        "early",
+        "early_bytes",
         "fast_dst",
         "handles",
         "queue",
@@ -139,6 +154,8 @@ class Link:
         self.handles: list[asyncio.TimerHandle] = []
         self.bytes = 0
         self.fast_dst: asyncio.Transport | None = None
+        self.early: list[bytes | None] = []  # read before ``dst`` exists (upstream connecting)
+        self.early_bytes = 0
 
     def refresh(self) -> None:
         """Recompute whether data may go straight to ``dst`` (no toxic, queue or framing)."""
@@ -152,12 +169,21 @@ class Link:
 
     def feed(self, data: bytes | None) -> None:
         """Data (``None`` = EOF) read from this direction's source."""
-        if self.worker is None and not self.toxics and self.dst is not None:
-            if data is None:
-                self._eof()
-            else:
-                self.bytes += len(data)
-                self.dst.write(data)
+        if self.worker is None and not self.toxics:
+            dst = self.dst
+            if dst is not None:
+                if data is None:
+                    self._eof()
+                else:
+                    self.bytes += len(data)
+                    dst.write(data)
+                return
+            # the upstream is still connecting: hold the bytes, written first on connect
+            self.early.append(data)
+            if data:
+                self.early_bytes += len(data)
+                if self.early_bytes > _HIGH_WATER:
+                    self.conn.pause_source(self.direction)
             return
         self.queue.append((time.monotonic(), data))
         if data:
@@ -223,6 +249,16 @@ class Link:
         self.toxics = [t for t in self.toxics if t.name != name]
         self.refresh()
 
+    def flush_early(self) -> None:
+        """Write what was read before ``dst`` existed, in order (called once ``dst`` is set)."""
+        early, self.early, self.early_bytes = self.early, [], 0
+        for data in early:
+            if data is None:
+                self._eof()
+            elif self.dst is not None and not self.dst.is_closing():
+                self.bytes += len(data)
+                self.dst.write(data)
+
     def close(self) -> None:
         """Cancel timers and the worker."""
         self.fast_dst = None
@@ -287,6 +323,7 @@ class Conn:
         self.sources_done: set[bool] = set()
         self.http: _HttpState | None = None
         self.last_active = time.monotonic()
+        self.paused_client = False  # paused while too much is held before the upstream is up
 
     # -- lifecycle ---------------------------------------------------------------------------
     def client_made(self, transport: asyncio.Transport) -> None:
@@ -295,11 +332,11 @@ class Conn:
         transport.set_write_buffer_limits(high=_HIGH_WATER)
         self.proxy.conns.add(self)
         self.proxy.stats["connections"] += 1
-        transport.pause_reading()
-        for toxic in list(self.proxy.toxics.values()):
-            self.attach(toxic)
-        if self.closed:
-            return
+        if self.proxy.toxics:
+            for toxic in list(self.proxy.toxics.values()):
+                self.attach(toxic)
+            if self.closed:
+                return
         if self.proxy.is_http():
             self.http = _HttpState(self)
         self.down.refresh()
@@ -307,25 +344,29 @@ class Conn:
 
     async def _open_upstream(self) -> None:
         loop = asyncio.get_running_loop()
-        host, port = self.proxy.upstream_addr
-        try:
-            transport, _ = await loop.create_connection(lambda: _Side(self, False), host, port)
-        except OSError:
-            self.proxy.stats["upstream_errors"] += 1
-            self.abort(True)
-            return
+        hosts, port = self.proxy.upstream_addr  # resolved once, when the proxy was set up
+        for i, host in enumerate(hosts):
+            try:
+                transport, _ = await loop.create_connection(lambda: _Side(self, False), host, port)
+                break
+            except OSError:
+                if i + 1 < len(hosts) and not self.closed:
+                    continue  # e.g. "localhost" -> ::1 refused, 127.0.0.1 listening
+                self.proxy.stats["upstream_errors"] += 1
+                self.abort(True)
+                return
         if self.closed:
             transport.close()
             return
         self.server = transport  # type: ignore[assignment]
         self.up.dst = self.server
+        # TCP_NODELAY: uvloop and asyncio set it on every TCP transport, both sides
         transport.set_write_buffer_limits(high=_HIGH_WATER)  # type: ignore[attr-defined]
+        self.up.flush_early()  # before the toxic worker (it waits for ``connected``) runs
         self.up.refresh()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected.set()
-        if self.client is not None:
+        if self.client is not None and self.paused_client:
+            self.paused_client = False
             self.client.resume_reading()
 
     def attach(self, toxic: ToxicState) -> None:
@@ -386,6 +427,8 @@ class Conn:
         src = self.client if direction == "upstream" else self.server
         if src is not None and not src.is_closing():
             src.pause_reading()
+            if direction == "upstream" and not self.connected.is_set():
+                self.paused_client = True
 
     def resume_source(self, direction: Stream) -> None:
         src = self.client if direction == "upstream" else self.server
@@ -559,7 +602,7 @@ class Proxy:
     enabled: bool
     protocol: Literal["tcp", "http"]
     rng: np.random.Generator
-    upstream_addr: tuple[str, int] = ("127.0.0.1", 0)
+    upstream_addr: tuple[tuple[str, ...], int] = (("127.0.0.1",), 0)
     server: asyncio.base_events.Server | None = None
     toxics: dict[str, ToxicState] = field(default_factory=dict)
     conns: set[Conn] = field(default_factory=set)
@@ -643,7 +686,7 @@ class ProxyServer:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
         try:
-            check_allowed(up_host, self.allow, what="upstream")
+            up_addrs = check_allowed(up_host, self.allow, what="upstream")  # resolved once
             check_allowed(l_host, self.allow, what="listen")
         except SafetyError as exc:
             raise ApiError(403, str(exc)) from exc
@@ -654,7 +697,7 @@ class ProxyServer:
             enabled,
             protocol,
             np.random.default_rng(self.rng.integers(2**63)),
-            (up_host, up_port),
+            (up_addrs, up_port),
         )
         self._set_lease(proxy, lease)
         if enabled:
@@ -681,12 +724,12 @@ class ProxyServer:
         if "upstream" in changes and changes["upstream"] != proxy.upstream:
             try:
                 host, port = split_hostport(changes["upstream"], what="upstream")
-                check_allowed(host, self.allow, what="upstream")
+                addrs = check_allowed(host, self.allow, what="upstream")
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from exc
             except SafetyError as exc:
                 raise ApiError(403, str(exc)) from exc
-            proxy.upstream, proxy.upstream_addr = str(changes["upstream"]), (host, port)
+            proxy.upstream, proxy.upstream_addr = str(changes["upstream"]), (addrs, port)
         if "enabled" in changes:
             enabled = bool(changes["enabled"])
             if enabled and not proxy.enabled:

@@ -25,7 +25,8 @@ def tour_stop(workdir: Path, *, seed: int) -> tuple[Report, dict[str, Any]]:
     Parameters
     ----------
     workdir
-        Folder for ``chaos_matrix.parquet`` and ``chaos_findings.json``.
+        Folder for ``chaos_matrix.parquet``, ``chaos_findings.json`` and
+        ``chaos_journal.json`` (the exploration's journal: every experiment it ran).
     seed
         Unused by the search itself (it is exhaustive up to pruning); recorded.
 
@@ -60,6 +61,9 @@ def tour_stop(workdir: Path, *, seed: int) -> tuple[Report, dict[str, Any]]:
         ),
         encoding="utf-8",
     )
+    (workdir / "chaos_journal.json").write_text(
+        json.dumps(result.journal, indent=1, default=str), encoding="utf-8"
+    )
     report = explore_report(result, title="the bundled demo system")
     intro = report.sections[0]
     intro.blocks.insert(
@@ -67,8 +71,9 @@ def tour_stop(workdir: Path, *, seed: int) -> tuple[Report, dict[str, Any]]:
         (
             "<p>A gateway with six backends (auth, cache, catalog, inventory, recommendations, "
             "queue) runs on loopback, each backend behind a fleetlab proxy. The explorer walks "
-            "single and pairwise dependency faults (down, slow, error) in order of blast radius "
-            "under open-loop load and reports which break the SLO. Data: synthesized in code "
+            "single and pairwise dependency faults (down, slow, error) in order of blast radius, "
+            "each run as an experiment (steady state under open-loop load, the faults, "
+            "rollback, steady state again), and reports which break the SLO. Data: synthesized in code "
             "(no trace needed). Documented flaws found: "
             f"{len(hit)} of {len(expected)} ({'; '.join(hit) or 'none'}).</p>"
         ),
@@ -76,6 +81,7 @@ def tour_stop(workdir: Path, *, seed: int) -> tuple[Report, dict[str, Any]]:
     summary = {
         "data": "demo system synthesized in code",
         "runs": result.metrics["runs"],
+        "experiments": result.metrics["experiments"],
         "runs_saved": result.metrics["runs_saved"],
         "minimal_failing_sets": result.metrics["minimal_failing_sets"],
         "flaws_found": len(hit),

@@ -274,21 +274,27 @@ def explore_cmd(
     kinds: str = typer.Option("down,slow,error", "--kinds", help="Single fault kinds."),
     pairs: str = typer.Option("down", "--pairs", help="Kinds combined in pairs ('' = none)."),
     rate: float = typer.Option(40.0, "--rate", help="Load on the entry, requests/s."),
-    window: float = typer.Option(0.5, "--window", help="Seconds measured per run."),
+    window: float = typer.Option(0.5, "--window", help="Seconds each fault set is injected."),
+    steady_window: float = typer.Option(
+        0.1, "--steady-window", help="Steady-state window before/after each fault, seconds."
+    ),
     p99_ms: float = typer.Option(300.0, "--p99-ms", help="SLO: p99 latency, ms."),
     error_rate: float = typer.Option(0.05, "--error-rate", help="SLO: max error rate."),
     max_runs: int = typer.Option(200, "--max-runs"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Matrix as .parquet or .json."),
+    journal: Path | None = typer.Option(
+        None, "--journal", help="Exploration journal (every experiment's journal), JSON."
+    ),
     report: Path | None = typer.Option(None, "--report", help="HTML report to write."),
     force: bool = ForceOption,
     json_out: bool = JsonOption,
 ) -> None:
-    """Enumerate dependency faults in blast-radius order; print the resilience matrix."""
+    """Run each dependency fault as an experiment, in blast-radius order; print the matrix."""
     from fleetlab import chaos
-    from fleetlab.chaos._output import write_table
+    from fleetlab.chaos._output import write_json, write_table
     from fleetlab.depgraph import read_graph
 
-    for p in (output, report):
+    for p in (output, journal, report):
         if p is not None and p.exists() and not force:
             raise typer.BadParameter(f"{p} exists; pass --force to replace it")
     g = read_graph(graph)
@@ -298,6 +304,7 @@ def explore_cmd(
             "pair_kinds": [k for k in pairs.split(",") if k],
             "rate_per_s": rate,
             "window_s": window,
+            "steady_window_s": steady_window,
             "max_runs": max_runs,
             "slo": {"p99_ms": p99_ms, "error_rate": error_rate},
         }
@@ -317,8 +324,11 @@ def explore_cmd(
         )
         run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         run.write_parquet("matrix.parquet", result.matrix)
+        run.write_json("journal.json", result.journal)
         if output is not None:
             write_table(result.matrix, output, overwrite=force)
+        if journal is not None:
+            write_json(result.journal, journal, overwrite=force)
         html = chaos.explore_report(result)
         run.write_text("report.html", html.to_html())
         if report is not None:
