@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,6 +19,9 @@ from fleetlab.cli._common import (
     rich_table,
 )
 from fleetlab.errors import ConfigError, DataNotFoundError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 app = typer.Typer(
     help="LLM serving-cluster simulator: specs, simulate, calibrate, validate, profile.",
@@ -74,10 +79,25 @@ def simulate_cmd(
     trace: Path | None = typer.Option(
         None, "--trace", "-t", help="Requests file (any format fleetlab.traces reads)."
     ),
+    workload: Path | None = typer.Option(
+        None,
+        "--workload",
+        "-w",
+        help="Fitted requests workload model (fleetlab workload fit): synthesize arrivals.",
+    ),
+    duration: str | None = typer.Option(
+        None, "--duration", help="With --workload: how long to synthesize (90s, 30m, 1h)."
+    ),
+    scale: float = typer.Option(
+        1.0, "--scale", help="With --workload: multiply the model's arrival rate."
+    ),
     model: str = typer.Option("llama-3.1-8b", "--model", "-m", help="Model name or YAML."),
     gpu: str = typer.Option("h100", "--gpu", "-g", help="GPU name or YAML."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
     pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
+    ep: int = typer.Option(
+        1, "--ep", help="Expert-parallel degree (MoE models; a divisor of --tp)."
+    ),
     replicas: int = typer.Option(1, "--replicas", "-r", help="Replicas (co-located)."),
     scheduler: str = typer.Option("vllm", "--scheduler", "-s", help="vllm, sarathi or orca."),
     chunk: int = typer.Option(512, "--chunk", help="Sarathi token budget per iteration."),
@@ -116,7 +136,7 @@ def simulate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for arrivals and routing."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Simulate an LLM serving cluster on a trace (or Poisson/Gamma arrivals at --qps)."""
+    """Simulate an LLM serving cluster on a trace, a fitted workload model, or --qps arrivals."""
     import polars as pl
 
     from fleetlab import inference, traces
@@ -125,6 +145,10 @@ def simulate_cmd(
         _refuse_overwrite(path, force)
     if trace_rate and qps is not None:
         raise ConfigError("--trace-rate keeps the trace's arrivals; it cannot go with --qps")
+    if workload is not None and trace is not None:
+        raise ConfigError("give either --trace or --workload, not both")
+    if workload is None and (duration is not None or scale != 1.0):
+        raise ConfigError("--duration and --scale apply to --workload only")
     if scheduler not in _SCHEDULERS:
         raise ConfigError(f"unknown scheduler {scheduler!r} (expected one of {_SCHEDULERS})")
     if config is not None:
@@ -145,6 +169,7 @@ def simulate_cmd(
                     gpu=gpu,
                     tp=tp,
                     pp=pp,
+                    ep=ep,
                     dtype=dtype,
                     scheduler=scheduler,
                     chunk_size=chunk,
@@ -172,6 +197,9 @@ def simulate_cmd(
             raise DataNotFoundError(f"{trace}: no such trace file")
         requests = traces.load(trace)
         source = str(trace)
+    elif workload is not None:
+        requests = _synthesize(workload, duration=duration, scale=scale, seed=seed)
+        source = f"workload model {workload}"
     else:
         if qps is None:
             raise ConfigError("give --trace, or --qps for synthetic Poisson/Gamma requests")
@@ -185,7 +213,7 @@ def simulate_cmd(
         source = f"synthetic {arrival} {qps} req/s"
     if limit is not None:
         requests = requests.head(limit)
-    if qps is not None and trace is not None:
+    if qps is not None and (trace is not None or workload is not None):
         requests = inference.retime(
             requests,
             qps=qps,
@@ -200,8 +228,12 @@ def simulate_cmd(
         "arrival": arrival,
         "seed": seed,
         "limit": limit,
+        "workload": str(workload) if workload is not None else None,
+        "duration": duration,
+        "scale": scale,
     }
-    with recorded_run("inference simulate", cfg, [trace] if trace else []) as run:
+    inputs = [p for p in (trace, workload) if p is not None]
+    with recorded_run("inference simulate", cfg, inputs) as run:
         t0 = time.perf_counter()
         with err.status(f"simulating {requests.height:,} requests…"):
             result = inference.simulate(requests, spec, seed=seed, source=source)
@@ -212,6 +244,7 @@ def simulate_cmd(
             "simulated_requests_per_wall_s": requests.height / max(wall, 1e-9),
         }
         run.log_metrics(metrics)
+        run.write_text("metrics.json", json.dumps(metrics, indent=1, default=float))
         run.write_parquet("requests.parquet", result.requests)
         run.write_parquet("replicas.parquet", result.replicas)
         run.write_parquet("timeseries.parquet", result.timeseries)
@@ -244,14 +277,18 @@ def simulate_cmd(
         "ttft_p99_s",
         "tpot_p50_s",
         "tpot_p99_s",
+        "tbt_max_p99_s",
         "e2e_p50_s",
         "e2e_p99_s",
         "queueing_p99_s",
+        "throughput_rps",
         "output_tokens_per_s",
         "goodput_rps",
         "slo_attainment",
         "preemptions",
         "mean_utilization",
+        "mean_batch_seqs",
+        "energy_j",
         "energy_per_output_token_j",
         "cost_usd",
         "usd_per_million_output_tokens",
@@ -260,6 +297,33 @@ def simulate_cmd(
     out.print(kv_table({k: metrics[k] for k in keys}, title="Simulation"))
     out.print(rich_table(result.replicas.head(32).to_dicts(), title="Replicas"))
     _ = pl
+
+
+def _synthesize(path: Path, *, duration: str | None, scale: float, seed: int) -> pl.DataFrame:
+    """A requests table drawn from a fitted workload model (``fleetlab.workload``).
+
+    The CLI is the layer that may use both areas: ``inference`` never imports
+    ``workload``, it only receives the canonical requests table.
+    """
+    from fleetlab import workload as wl
+
+    model = wl.load_model(path)
+    if model.table != "requests":
+        raise ConfigError(
+            f"{path}: field 'table': expected a model of the requests table "
+            f"(fit it on an LLM requests trace), found {model.table!r}"
+        )
+    seconds = wl.parse_duration(duration) if duration is not None else None
+    if not (scale > 0):
+        raise ConfigError(f"--scale must be > 0 (found {scale})")
+    with err.status("synthesizing requests from the workload model…"):
+        table = model.sample(duration_s=seconds, scale=scale, seed=seed)
+    if table.height == 0:
+        raise ConfigError(
+            f"{path}: the model drew no requests in {seconds or model.source.duration_s:g} s "
+            f"at scale {scale:g} (expected at least one; raise --duration or --scale)"
+        )
+    return table
 
 
 @app.command("calibrate")

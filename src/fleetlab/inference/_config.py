@@ -23,6 +23,11 @@ class ReplicaSpec(BaseModel):
         Catalog names (``llama-3-8b``, ``h100``), YAML paths, or spec objects.
     tp, pp : int
         Tensor- and pipeline-parallel degrees; the replica uses ``tp * pp`` GPUs.
+    ep : int
+        Expert-parallel degree (MoE models only): the experts of each layer are sharded
+        over ``ep`` of the TP ranks (a divisor of ``tp`` and of the expert count), with
+        all-to-all dispatch/combine over the intra-node link; 1 keeps the experts
+        tensor-parallel. It does not change the GPU count.
     dtype, kv_dtype : {"bf16", "fp8"}
         Weight/GEMM precision and KV-cache precision.
     scheduler : {"vllm", "sarathi", "orca"}
@@ -53,6 +58,7 @@ class ReplicaSpec(BaseModel):
     gpu: str | GpuSpec = "h100"
     tp: int = Field(default=1, ge=1, le=64)
     pp: int = Field(default=1, ge=1, le=64)
+    ep: int = Field(default=1, ge=1, le=64)
     dtype: Literal["bf16", "fp8"] = "bf16"
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
     scheduler: Scheduler = "vllm"
@@ -63,6 +69,14 @@ class ReplicaSpec(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     prefix_caching: bool = False
     cuda_graph_tokens: int = Field(default=512, ge=0)
+
+    @model_validator(mode="after")
+    def _check_ep(self) -> ReplicaSpec:
+        if self.tp % self.ep:
+            raise ValueError(
+                f"ep ({self.ep}) must divide tp ({self.tp}): the EP ranks are the TP ranks"
+            )
+        return self
 
     @property
     def gpus(self) -> int:

@@ -17,6 +17,14 @@ Design for speed (1M requests through 16 replicas in about a minute on 2 cores):
 The loop is a tight heap of replica wake-ups and KV hand-offs merged with the sorted
 arrival array; it does not use :class:`fleetlab.sim.EventLoop` because profiling showed
 the generic callback dispatch costing more than the simulation work itself.
+
+Pipeline parallelism (``pp > 1``) follows vLLM's virtual engines: a replica is ``pp``
+*lanes*, each a full continuous-batching scheduler with ``1/pp`` of the KV blocks, so up
+to ``pp`` micro-batches are in flight, one per stage. A lane's iteration passes the
+stages in order; each stage serves one micro-batch at a time, first come first served,
+so its times follow from the stages' "free at" clocks when it is planned (no per-stage
+events). A lane advances one iteration per event (no closed-form stretches, which would
+skip over the other lanes' stage occupancy); ``pp == 1`` keeps the stretches.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import math
 from bisect import bisect_left
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -171,6 +179,12 @@ class PoolConfig:
     role: str  # "mixed", "prefill", "decode"
     gpus: int
     power: Any  # a GpuSpec (power_w), priced per GPU
+    #: pipeline stages; with pp > 1, ``pp_send[t]`` is one stage-to-stage send of t tokens
+    pp: int = 1
+    pp_send: np.ndarray | None = None
+    #: CPU part of an iteration (seconds per iteration, per sequence): with pp > 1 it runs
+    #: on the host before the first stage and occupies no stage
+    cpu_overhead_s: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -191,6 +205,7 @@ class EngineResult:
     iterations: list[int]
     tokens: list[int]
     end_s: float
+    seqs: list[int] = field(default_factory=list)
     series: dict[str, list[Any]] = field(default_factory=dict)
     queue_area: float = 0.0
 
@@ -208,6 +223,7 @@ class _Replica:
         "evn",
         "fast",
         "gk",
+        "group",
         "gv",
         "heap",
         "index",
@@ -219,6 +235,8 @@ class _Replica:
         "outstanding",
         "pend",
         "prefilling",
+        "rep",
+        "seqs",
         "step",
         "tokens",
         "ver",
@@ -226,8 +244,10 @@ class _Replica:
         "waiting",
     )
 
-    def __init__(self, index: int, cfg: PoolConfig) -> None:
-        self.index = index
+    def __init__(self, index: int, cfg: PoolConfig, rep: int | None = None) -> None:
+        self.index = index  # position in the engine's flat list (event dispatch)
+        self.rep = index if rep is None else rep  # the replica it reports as
+        self.group: _Pipeline | None = None
         self.cfg = cfg
         self.waiting: deque[int] = deque()
         self.prefilling: list[list[int]] = []  # [rid, done, total] (sarathi chunks)
@@ -244,6 +264,7 @@ class _Replica:
         self.energy = 0.0
         self.iters = 0
         self.tokens = 0
+        self.seqs = 0  # sequences summed over iterations (mean batch size = seqs / iters)
         self.cache: OrderedDict[int, None] = OrderedDict()
         self.last_sample = -math.inf
         self.wait_len = 0
@@ -285,6 +306,72 @@ class _Replica:
 
     def kv_load(self) -> float:
         return (self.used_blocks() + self.wait_len) / self.cfg.kv_blocks
+
+
+class _Pipeline:
+    """A pipeline-parallel replica: its lanes (virtual engines) and its stages' clocks.
+
+    Routers see this object (``outstanding``, ``kv_load()``, ``index``); a routed
+    request goes to the lane with the fewest unfinished requests, as vLLM's
+    virtual engines do.
+    """
+
+    __slots__ = ("cpu", "free", "index", "lanes", "last_sample", "send", "stages")
+
+    def __init__(
+        self, index: int, lanes: list[_Replica], send: list[float], cpu: tuple[float, float]
+    ) -> None:
+        self.index = index
+        self.lanes = lanes
+        self.stages = len(lanes)
+        self.free = [0.0] * self.stages  # when each stage finishes its queued work
+        self.send = send
+        self.cpu = cpu
+        self.last_sample = -math.inf
+
+    @property
+    def outstanding(self) -> int:
+        return sum(lane.outstanding for lane in self.lanes)
+
+    def kv_load(self) -> float:
+        used = sum(lane.used_blocks() + lane.wait_len for lane in self.lanes)
+        return used / sum(lane.cfg.kv_blocks for lane in self.lanes)
+
+    def lane(self) -> _Replica:
+        best = self.lanes[0]
+        for lane in self.lanes:
+            if lane.outstanding < best.outstanding:
+                best = lane
+        return best
+
+    def run(
+        self, now: float, dur: float, head: float, tokens: int, seqs: int
+    ) -> tuple[float, float]:
+        """Put one micro-batch through the stages; return (its finish time, busy time).
+
+        ``dur`` is the iteration's time through all stages with ``pp - 1`` sends
+        (:class:`IterationModel`) and ``head`` its LM head + sampling + CPU part. The
+        CPU part (scheduling, input preparation) runs on the host first and holds no
+        stage, the LM head and sampling run on the last stage, and the layers' time is
+        split evenly over the stages (layers are). The busy time is the stages' total
+        work divided by their number (the replica-equivalent time used for utilisation
+        and energy).
+        """
+        p = self.stages
+        send = self.send[tokens if tokens < len(self.send) else len(self.send) - 1]
+        cpu = self.cpu[0] + self.cpu[1] * seqs
+        head -= cpu
+        body = (dur - head - cpu - (p - 1) * send) / p
+        free = self.free
+        t = now + cpu
+        for s in range(p):
+            if s:
+                t += send
+            if free[s] > t:
+                t = free[s]
+            t += body if s < p - 1 else body + head
+            free[s] = t
+        return t, body + head / p
 
 
 def run_engine(
@@ -331,17 +418,36 @@ def run_engine(
     rver = [0] * n_req
     pref = prefixes if prefixes is not None else None
 
-    replicas: list[list[_Replica]] = []
-    flat: list[_Replica] = []
+    replicas: list[list[Any]] = []  # per pool, what its router sees
+    flat: list[_Replica] = []  # every engine (a replica, or a lane of a pipelined one)
+    owners: list[list[_Replica]] = []  # per reported replica, its engines
     for cfg, size in zip(pools, sizes, strict=True):
-        reps = []
+        reps: list[Any] = []
         for _ in range(size):
-            r = _Replica(len(flat), cfg)
-            reps.append(r)
-            flat.append(r)
+            if cfg.pp > 1:
+                if cfg.pp_send is None:
+                    raise ValueError("a pool with pp > 1 needs pp_send")
+                lane_cfg = replace(cfg, kv_blocks=cfg.kv_blocks // cfg.pp)
+                lanes = []
+                for _lane in range(cfg.pp):
+                    r = _Replica(len(flat), lane_cfg, rep=len(owners))
+                    lanes.append(r)
+                    flat.append(r)
+                g = _Pipeline(len(owners), lanes, cfg.pp_send.tolist(), cfg.cpu_overhead_s)
+                for r in lanes:
+                    r.group = g
+                reps.append(g)
+                owners.append(lanes)
+            else:
+                r = _Replica(len(flat), cfg, rep=len(owners))
+                reps.append(r)
+                flat.append(r)
+                owners.append([r])
         replicas.append(reps)
     entry_pool = replicas[0]
     decode_pool = replicas[1] if len(replicas) > 1 else None
+    entry_piped = pools[0].pp > 1
+    decode_piped = len(pools) > 1 and pools[1].pp > 1
     entry_router = routers[0]
     decode_router = routers[1] if len(routers) > 1 else routers[0]
 
@@ -363,8 +469,23 @@ def run_engine(
         if now - r.last_sample < sample_every_s:
             return
         r.last_sample = now
+        g = r.group
+        if g is not None:  # a pipelined replica reports its lanes together
+            if now - g.last_sample < sample_every_s:
+                return
+            g.last_sample = now
+            lanes = g.lanes
+            series["t_s"].append(now)
+            series["replica"].append(g.index)
+            series["running"].append(sum(x.dec_n + len(x.prefilling) for x in lanes))
+            series["waiting"].append(sum(len(x.waiting) for x in lanes))
+            series["kv_used"].append(
+                sum(x.used_blocks() for x in lanes) / sum(x.cfg.kv_blocks for x in lanes)
+            )
+            series["busy"].append(any(x.step is not None for x in lanes))
+            return
         series["t_s"].append(now)
-        series["replica"].append(r.index)
+        series["replica"].append(r.rep)
         series["running"].append(r.dec_n + len(r.prefilling))
         series["waiting"].append(len(r.waiting))
         series["kv_used"].append(r.used_blocks() / r.cfg.kv_blocks)
@@ -418,7 +539,7 @@ def run_engine(
         r.dec_n += 1
         r.dec_ctx += c
 
-    def push_gap(r: _Replica, key: float, value: float) -> None:
+    def push_gap(r: _Replica, key: int, value: float) -> None:
         gk, gv = r.gk, r.gv
         while gv and gv[-1] <= value:
             gk.pop()
@@ -645,10 +766,16 @@ def run_engine(
                     + f[4] * s_ctx
                 )
                 flops = f[5] * toks + f[14] * pairs + f[6] * s_ctx
-                r.step = (1, now, chunks, n, dur, flops, toks, s_ctx)
+                if r.group is None:
+                    r.step = (1, now, chunks, n, dur, flops, toks, s_ctx, dur)
+                    end = now + dur
+                else:
+                    head = f[1][nseq if nseq < f[13] else f[13] - 1]
+                    end, busy = r.group.run(now, dur, head, toks, nseq)
+                    r.step = (1, now, chunks, n, end - now, flops, toks, s_ctx, busy)
                 r.ver += 1
                 seq += 1
-                heapq.heappush(events, (now + dur, seq, 0, r.index, r.ver))
+                heapq.heappush(events, (end, seq, 0, r.index, r.ver))
                 return
             if r.dec_n:
                 n, s_ctx = r.dec_n, r.dec_ctx
@@ -669,6 +796,14 @@ def run_engine(
                 a = f[0][n if n < f[12] else f[12] - 1] + f[1][n if n < f[13] else f[13] - 1] + f[2]
                 bd = f[4]
                 a1 = a + bd * s_ctx
+                if r.group is not None:  # one micro-batch iteration through the stages
+                    head = f[1][n if n < f[13] else f[13] - 1]
+                    end, busy = r.group.run(now, a1, head, n, n)
+                    r.step = (2, now, end - now, n, s_ctx, busy)
+                    r.ver += 1
+                    seq += 1
+                    heapq.heappush(events, (end, seq, 0, r.index, r.ver))
+                    return
                 c = bd * n
                 dur = k * a1 + c * k * (k - 1) / 2.0
                 r.step = (0, now, k, a1, c, n, s_ctx)
@@ -697,12 +832,22 @@ def run_engine(
                 k,
             )
             push_decode_gap(r, _a1, _a1 + _c * (k - 1))
+            r.seqs += n * k
             r.it += k
             r.dec_ctx += k * n
-        else:
-            _, t0, chunks, n, dur, flops, toks, s_ctx = step
+        elif step[0] == 2:  # one pipelined decode iteration
+            _, t0, lat, n, s_ctx, busy = step
             f = r.fast
-            account(r, dur, flops, f[17] + f[18] * s_ctx, toks, 1)
+            account(r, busy, f[5] * n + f[6] * s_ctx, f[17] + f[18] * s_ctx, n, 1)
+            push_decode_gap(r, lat, lat)
+            r.seqs += n
+            r.it += 1
+            r.dec_ctx += n
+        else:
+            _, t0, chunks, n, dur, flops, toks, s_ctx, busy = step
+            f = r.fast
+            account(r, busy, flops, f[17] + f[18] * s_ctx, toks, 1)
+            r.seqs += n + len(chunks)
             if n:
                 push_decode_gap(r, dur, dur)
             elif r.dec_n:  # a prefill-only iteration pauses the running decodes
@@ -728,7 +873,7 @@ def run_engine(
                         r.kv_fixed -= -(-todo[rid] // b)
                     prefilled[rid] = True
                     if cfg.role == "prefill":
-                        prep_of[rid] = r.index
+                        prep_of[rid] = r.rep
                         handoff(r, rid, now)
                     else:
                         join_decode(r, rid, now)
@@ -758,12 +903,12 @@ def run_engine(
             i += 1
             in_system += 1
             pos = entry_router.route(rid, entry_pool)
-            r = entry_pool[pos]
+            r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
             r.outstanding += 1
             if decode_pool is None:
-                rep_of[rid] = r.index
+                rep_of[rid] = r.rep
             else:
-                prep_of[rid] = r.index
+                prep_of[rid] = r.rep
             enqueue(r, rid, now)
             continue
         t, _, kind, a, v = heappop(events)
@@ -778,14 +923,25 @@ def run_engine(
             rid = a
             assert decode_pool is not None
             pos = decode_router.route(rid, decode_pool)
-            r = decode_pool[pos]
+            r = decode_pool[pos].lane() if decode_piped else decode_pool[pos]
             r.outstanding += 1
-            rep_of[rid] = r.index
+            rep_of[rid] = r.rep
             enqueue(r, rid, t)
 
     end = last_t
     for r in flat:
         sample(r, end + sample_every_s)
+    per_rep = [
+        (
+            sum(x.busy for x in lanes),
+            sum(x.energy for x in lanes),
+            sum(x.iters for x in lanes),
+            sum(x.tokens for x in lanes),
+            lanes[0].cfg.power.idle_w * lanes[0].cfg.gpus,
+            sum(x.seqs for x in lanes),
+        )
+        for lanes in owners
+    ]
     return EngineResult(
         first_token_s=np.asarray(first_t),
         tbt_max_s=np.asarray(tbt_max),
@@ -795,11 +951,12 @@ def run_engine(
         replica=np.asarray(rep_of, dtype=np.int64),
         prefill_replica=np.asarray(prep_of, dtype=np.int64),
         cached_tokens=np.asarray(cached, dtype=np.int64),
-        busy_s=[r.busy for r in flat],
-        energy_j=[r.energy for r in flat],
-        idle_w=[r.cfg.power.idle_w * r.cfg.gpus for r in flat],
-        iterations=[r.iters for r in flat],
-        tokens=[r.tokens for r in flat],
+        busy_s=[x[0] for x in per_rep],
+        energy_j=[x[1] for x in per_rep],
+        idle_w=[x[4] for x in per_rep],
+        iterations=[x[2] for x in per_rep],
+        tokens=[x[3] for x in per_rep],
+        seqs=[x[5] for x in per_rep],
         end_s=end,
         series=series,
         queue_area=queue_area,

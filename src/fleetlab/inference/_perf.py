@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from fleetlab.inference._ep import alltoall_time, check_ep, expert_load
 from fleetlab.inference._specs import Efficiency, GpuSpec, ModelSpec
 
 __all__ = [
@@ -90,7 +91,8 @@ def allreduce_time(
     link_bytes_per_s : float
         Per-GPU unidirectional link bandwidth.
     eff : Efficiency
-        ``allreduce_latency_s`` and ``allreduce_efficiency`` are used.
+        ``allreduce_latency_s``, ``allreduce_step_latency_s`` (per doubling of
+        ``workers``) and ``allreduce_efficiency`` are used.
 
     Returns
     -------
@@ -100,7 +102,10 @@ def allreduce_time(
     if workers <= 1:
         return np.zeros_like(b)
     wire = 2.0 * (workers - 1) / workers * b / (link_bytes_per_s * eff.allreduce_efficiency)
-    return np.where(b > 0, eff.allreduce_latency_s + wire, 0.0)
+    latency = eff.allreduce_latency_s
+    if eff.allreduce_step_latency_s:
+        latency = latency + eff.allreduce_step_latency_s * float(np.log2(workers))
+    return np.where(b > 0, latency + wire, 0.0)
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ def compile_model(
     kv_dtype: Literal["bf16", "fp8"] = "bf16",
     efficiency: Efficiency | None = None,
     cuda_graph_tokens: int = 0,
+    ep: int = 1,
 ) -> IterationModel:
     """Compile the operator-level model of one replica into an :class:`IterationModel`.
 
@@ -180,18 +186,27 @@ def compile_model(
     cuda_graph_tokens : int
         Batches of at most this many tokens replay a CUDA graph: their kernels cost
         ``graph_kernel_overhead_s`` instead of ``kernel_overhead_s`` (0 disables).
+    ep : int
+        Expert-parallel degree for MoE models (a divisor of ``tp`` and of the experts;
+        1 = experts tensor-parallel, as before). See :mod:`fleetlab.inference._ep`.
 
     Returns
     -------
     IterationModel
+
+    Raises
+    ------
+    ConfigError
+        An invalid ``ep`` (dense model, or not dividing ``tp`` or the experts).
     """
     eff = efficiency or gpu.efficiency
+    check_ep(model.num_experts, tp, ep, model=model.name)
     dh, layers = model.dhead, model.num_layers
     t = np.arange(max_tokens + 1, dtype=np.float64)
-    linear = linear_time(model, gpu, t, tp=tp, pp=pp, dtype=dtype, efficiency=eff)
+    linear = linear_time(model, gpu, t, tp=tp, pp=pp, dtype=dtype, efficiency=eff, ep=ep)
     if cuda_graph_tokens > 0:
         geff = eff.model_copy(update={"kernel_overhead_s": eff.graph_kernel_overhead_s})
-        graphed = linear_time(model, gpu, t, tp=tp, pp=pp, dtype=dtype, efficiency=geff)
+        graphed = linear_time(model, gpu, t, tp=tp, pp=pp, dtype=dtype, efficiency=geff, ep=ep)
         linear = np.where(t <= cuda_graph_tokens, graphed, linear)
     s = np.arange(max_seqs + 1, dtype=np.float64)
     head = head_time(model, gpu, s, tp=tp, dtype=dtype, efficiency=eff)
@@ -236,18 +251,28 @@ def linear_time(
     pp: int = 1,
     dtype: Literal["bf16", "fp8"] = "bf16",
     efficiency: Efficiency | None = None,
+    ep: int = 1,
 ) -> np.ndarray:
     """Seconds of every token-count-dependent operator of a forward pass, per batch size.
 
     QKV/O projections, MLP or experts (with the expected number of distinct experts
     touched), norms, rope, activation, residual adds, TP all-reduces (2 per layer), PP
     send/recv and the embedding gather, for ``tokens`` tokens in the batch (vectorised).
+    With expert parallelism (``ep > 1``, MoE only) each rank runs ``1/ep`` of the touched
+    experts, each split over ``tp / ep`` ranks, and the MoE all-reduce is replaced by the
+    dispatch/combine all-to-all and an all-gather (plus an all-reduce over ``tp / ep``).
 
     Returns
     -------
     ndarray of seconds (0 where tokens is 0).
+
+    Raises
+    ------
+    ConfigError
+        An invalid ``ep``.
     """
     eff = efficiency or gpu.efficiency
+    check_ep(model.num_experts, tp, ep, model=model.name)
     wb = 1.0 if dtype == "fp8" else 2.0
     h, dh, layers = model.hidden_size, model.dhead, model.num_layers
     q = model.num_heads * dh / tp
@@ -259,20 +284,36 @@ def linear_time(
         return gemm_time(rows, k, n, gpu=gpu, eff=eff, weight_bytes=wb, dtype=dtype)
 
     layer = gemm(h, q + 2 * kv) + gemm(q, h)
-    up_n = inter * (2 if model.gated_mlp else 1)
+    act_bytes = t * h * _ACT_BYTES
+    link = _tp_link(gpu, tp)
     if model.num_experts > 1:
         e, k = model.num_experts, model.experts_per_token
-        touched = e * (1.0 - (1.0 - k / e) ** t)
-        per_expert_rows = np.where(touched > 0, t * k / np.maximum(touched, 1e-9), 0.0)
-        layer = layer + touched * (gemm(h, up_n, per_expert_rows) + gemm(inter, h, per_expert_rows))
+        inter_e = model.intermediate_size * ep / tp  # each expert split over tp / ep ranks
+        up_e = inter_e * (2 if model.gated_mlp else 1)
+        load = expert_load(t, num_experts=e, experts_per_token=k, ep=ep)
+        rows = load.rows_per_expert
+        layer = layer + load.touched_experts * (gemm(h, up_e, rows) + gemm(inter_e, h, rows))
         layer = layer + gemm(h, e)  # router
     else:
-        layer = layer + gemm(h, up_n) + gemm(inter, h)
-    act_bytes = t * h * _ACT_BYTES
+        layer = layer + gemm(h, inter * (2 if model.gated_mlp else 1)) + gemm(inter, h)
     layer = layer + 4 * _elementwise_time(2 * act_bytes, gpu, eff)  # 2 norms, 2 residual adds
     layer = layer + _elementwise_time(t * (q + kv) * _ACT_BYTES * 2, gpu, eff)  # rope
-    layer = layer + _elementwise_time(t * inter * _ACT_BYTES * 3, gpu, eff)  # activation
-    layer = layer + 2 * allreduce_time(act_bytes, tp, link_bytes_per_s=_tp_link(gpu, tp), eff=eff)
+    # activation, as without EP: a rank's routed rows (÷ ep) times its expert width (× ep)
+    layer = layer + _elementwise_time(t * inter * _ACT_BYTES * 3, gpu, eff)
+    if ep == 1:  # attention and MLP all-reduces
+        layer = layer + 2 * allreduce_time(act_bytes, tp, link_bytes_per_s=link, eff=eff)
+    else:
+        layer = layer + allreduce_time(act_bytes, tp, link_bytes_per_s=link, eff=eff)
+        layer = layer + alltoall_time(
+            t,
+            hidden_size=h,
+            experts_per_token=model.experts_per_token,
+            ep=ep,
+            link_bytes_per_s=gpu.intra_node_bytes_per_s,
+            latency_s=eff.allreduce_latency_s,
+            efficiency=eff.allreduce_efficiency,
+        )
+        layer = layer + allreduce_time(act_bytes, tp // ep, link_bytes_per_s=link, eff=eff)
     linear = layers * layer
     if pp > 1:
         link = (

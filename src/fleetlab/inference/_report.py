@@ -18,14 +18,22 @@ _HEADLINE = (
     "ttft_p99_s",
     "tpot_p50_s",
     "tpot_p99_s",
+    "tbt_max_p99_s",
     "e2e_p50_s",
     "e2e_p99_s",
+    "queueing_p99_s",
+    "throughput_rps",
     "output_tokens_per_s",
+    "total_tokens_per_s",
     "goodput_rps",
     "slo_attainment",
     "preemptions",
     "mean_utilization",
+    "mean_batch_seqs",
+    "energy_j",
     "energy_per_output_token_j",
+    "mean_power_w",
+    "cost_usd",
     "usd_per_million_output_tokens",
 )
 
@@ -61,8 +69,9 @@ def simulation_report(
     Returns
     -------
     Report
-        Sections: headline metrics, latency CDFs (TTFT, TPOT, E2E, queueing), per-replica
-        time series (running sequences, KV use, waiting), the replica table.
+        Sections: headline metrics, latency CDFs (TTFT, TPOT, longest gap between two
+        tokens, E2E, queueing), per-replica time series (running sequences, KV use,
+        waiting), the replica table (utilisation, batch sizes, energy).
     """
     report = Report(title, subtitle)
     m = result.metrics
@@ -75,6 +84,7 @@ def simulation_report(
     for col, label in (
         ("ttft_s", "time to first token (s)"),
         ("tpot_s", "time per output token (s)"),
+        ("tbt_max_s", "longest time between two tokens of a request (s)"),
         ("e2e_s", "end-to-end latency (s)"),
         ("queueing_s", "queueing delay (s)"),
     ):

@@ -33,7 +33,8 @@ class SimResult:
         meets_slo (times in seconds).
     replicas : pl.DataFrame
         One row per replica: pool, gpus, busy_s, utilization, iterations, tokens,
-        energy_j.
+        mean_batch_seqs (sequences per iteration), mean_batch_tokens (tokens per
+        iteration), energy_j.
     timeseries : pl.DataFrame
         Samples per replica: t_s, replica, running, waiting, kv_used (fraction), busy.
     metrics : dict
@@ -64,7 +65,27 @@ def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolCon
         kv_dtype=spec.kv_dtype,
         efficiency=eff,
         cuda_graph_tokens=spec.cuda_graph_tokens,
+        ep=spec.ep,
     )
+    used = eff or gpu.efficiency
+    send = None
+    if spec.pp > 1:
+        # one stage-to-stage send per token count: the PP model's tables differ from the
+        # same model without PP only by the pp - 1 sends
+        flat = compile_model(
+            model,
+            gpu,
+            tp=spec.tp,
+            pp=1,
+            max_tokens=max_tokens,
+            max_seqs=spec.max_num_seqs,
+            dtype=spec.dtype,
+            kv_dtype=spec.kv_dtype,
+            efficiency=eff,
+            cuda_graph_tokens=spec.cuda_graph_tokens,
+            ep=spec.ep,
+        )
+        send = np.maximum((perf.linear - flat.linear) / (spec.pp - 1), 0.0)
     cfg = PoolConfig(
         perf=perf,
         kv_blocks=plan.kv_blocks,
@@ -78,6 +99,9 @@ def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolCon
         role=role,
         gpus=spec.gpus,
         power=gpu,
+        pp=spec.pp,
+        pp_send=send,
+        cpu_overhead_s=(used.iteration_overhead_s, used.per_seq_overhead_s),
     )
     return cfg, plan
 
@@ -141,15 +165,22 @@ def _check_requests(
                 expected=f"<= {model.max_context} tokens",
                 found=int(total[row]),
             )
-        over = total > plan.kv_tokens
+        # with pp > 1 each of the pp lanes (micro-batch schedulers) owns 1/pp of the blocks
+        capacity = (plan.kv_blocks // spec.pp) * plan.block_size
+        over = total > capacity
         if over.any():
             row = int(over.arg_max() or 0)
+            where = (
+                "one replica's KV cache"
+                if spec.pp == 1
+                else f"one of the {spec.pp} pipeline lanes' KV caches (1/pp of a replica's)"
+            )
             raise InputFormatError(
                 source,
-                "request does not fit in one replica's KV cache",
+                f"request does not fit in {where}",
                 row=row,
                 field="prompt_tokens+output_tokens",
-                expected=f"<= {plan.kv_tokens} tokens",
+                expected=f"<= {capacity} tokens",
                 found=int(total[row]),
             )
         if spec.scheduler != "sarathi":
@@ -294,6 +325,7 @@ def simulate(
     end = max(res.end_s, float(arrival[-1]))
     duration = max(end - float(arrival[0]), 1e-9)
     busy = np.asarray(res.busy_s)
+    iters = np.maximum(np.asarray(res.iterations, dtype=np.float64), 1.0)
     energy = np.asarray(res.energy_j) + np.asarray(res.idle_w) * np.maximum(duration - busy, 0)
     replicas = pl.DataFrame(
         {
@@ -304,6 +336,8 @@ def simulate(
             "utilization": busy / duration,
             "iterations": res.iterations,
             "tokens": res.tokens,
+            "mean_batch_seqs": np.asarray(res.seqs, dtype=np.float64) / iters,
+            "mean_batch_tokens": np.asarray(res.tokens, dtype=np.float64) / iters,
             "energy_j": energy,
         }
     )
@@ -358,6 +392,10 @@ def _metrics(
             "preemptions": int(table["preemptions"].sum()),
             "gpus": gpus,
             "mean_utilization": float(replicas["utilization"].mean()),
+            "mean_batch_seqs": float(
+                (replicas["mean_batch_seqs"] * replicas["iterations"]).sum()
+                / max(int(replicas["iterations"].sum()), 1)
+            ),
             "energy_j": energy,
             "energy_per_request_j": energy / table.height,
             "energy_per_output_token_j": energy / max(out_tokens, 1),

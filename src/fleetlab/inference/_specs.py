@@ -148,6 +148,11 @@ class Efficiency(BaseModel):
         CPU overhead per sequence in the batch per iteration, seconds.
     allreduce_latency_s : float
         Fixed latency of one TP all-reduce, seconds.
+    allreduce_step_latency_s : float
+        Extra latency of one all-reduce per doubling of the GPU count, seconds
+        (``latency = allreduce_latency_s + allreduce_step_latency_s · log2(workers)``): the
+        synchronisation steps of NCCL's algorithms grow with the number of GPUs, which is
+        why Splitwise's per-token time barely shrinks from TP 4 to TP 8. 0 by default.
     allreduce_efficiency : float
         Fraction of the intra-node link bandwidth a ring all-reduce reaches.
     """
@@ -164,6 +169,7 @@ class Efficiency(BaseModel):
     iteration_overhead_s: float = Field(default=1.0e-3, ge=0)
     per_seq_overhead_s: float = Field(default=1.0e-5, ge=0)
     allreduce_latency_s: float = Field(default=1.5e-5, ge=0)
+    allreduce_step_latency_s: float = Field(default=0.0, ge=0)
     allreduce_efficiency: float = Field(default=0.6, gt=0, le=1)
 
 
@@ -379,20 +385,28 @@ _MODELS: tuple[ModelSpec, ...] = (
     ),
 )
 
-#: fitted by ``calibrate`` to vidur's real profiles (all models, TP 1-8, *_dgx all-reduce);
-#: GEMM MAPE 9.0 % (H100) and 6.6 % (A100), all-reduce MAPE 10.1 % / 11.7 %
+#: GEMM, memory and all-reduce terms fitted by ``calibrate`` to vidur's real profiles (all
+#: models, TP 1-8, *_dgx all-reduce; GEMM MAPE 9.0 % (H100) and 6.6 % (A100), all-reduce
+#: MAPE 10.1 % / 11.7 %); attention efficiencies fitted by ``calibrate_kernels`` to
+#: aiconfigurator's measured vLLM FlashAttention kernels (prefill: fraction of peak FLOP/s,
+#: decode: fraction of HBM bandwidth; vidur publishes no attention profiles)
 _H100_EFF = Efficiency(
     compute_max=0.756,
     compute_half_tokens=172.0,
     memory=0.96,
+    attn_prefill=0.483,
+    attn_decode=0.815,
     kernel_overhead_s=6.5e-6,
     allreduce_latency_s=2.95e-5,
     allreduce_efficiency=0.78,
 )
+_H200_EFF = _H100_EFF.model_copy(update={"attn_decode": 0.764})
 _A100_EFF = Efficiency(
     compute_max=0.741,
     compute_half_tokens=82.0,
     memory=0.81,
+    attn_prefill=0.452,
+    attn_decode=0.635,
     kernel_overhead_s=6.8e-6,
     allreduce_latency_s=4.17e-5,
     allreduce_efficiency=0.53,
@@ -436,7 +450,7 @@ _GPUS: tuple[GpuSpec, ...] = (
         tdp_w=700,
         idle_w=90,
         usd_per_hour=3.8,
-        efficiency=_H100_EFF,
+        efficiency=_H200_EFF,
     ),
     GpuSpec(
         name="l40s",

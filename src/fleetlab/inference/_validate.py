@@ -4,24 +4,37 @@ silicon_sample.csv.
 Splitwise (ISCA'24) measured Llama2-70B and BLOOM-176B on DGX-A100 and DGX-H100 (TP 2/4/8):
 prompt time, per-token time and end-to-end time by prompt size and batch size. The
 operator efficiencies come from vidur's profiles (a different source); the *serving-stack*
-parameters that no operator profile contains (per-iteration CPU overhead, per-sequence
-overhead, prefill-attention efficiency) are fitted on the rows of one GPU and tested on the
-other GPU's rows (hold-out by GPU), so no tested row is ever fitted.
+parameters that no operator profile contains (CPU overheads, prefill-attention efficiency,
+per-kernel cost, all-reduce latency and its growth with TP) are fitted on other rows than
+those tested (held out by model, or by GPU), so no tested row is ever fitted.
+
+aiconfigurator's silicon_sample.csv holds measured TTFT/TPOT of real deployments; they are
+predicted with efficiencies fitted to aiconfigurator's *kernel* tables only
+(:mod:`fleetlab.inference._kernels`), and aiconfigurator's own estimator can be run offline
+beside fleetlab's as the peer figure.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
 from scipy.optimize import least_squares
 
 from fleetlab.errors import DataNotFoundError, FleetlabError, InputFormatError
+from fleetlab.inference._kernels import calibrate_kernels
 from fleetlab.inference._perf import attention_coefficients, head_time, linear_time
 from fleetlab.inference._specs import Efficiency, GpuSpec, gpu_spec, model_spec
 
-__all__ = ["predict_static", "silicon_sample_path", "validate_silicon", "validate_splitwise"]
+__all__ = [
+    "aiconfigurator_predict",
+    "predict_static",
+    "silicon_sample_path",
+    "validate_silicon",
+    "validate_splitwise",
+]
 
 _SPLITWISE_COLS = (
     "model",
@@ -40,6 +53,7 @@ _STACK = (
     "attn_prefill",
     "kernel_overhead_s",
     "allreduce_latency_s",
+    "allreduce_step_latency_s",
 )
 
 
@@ -168,6 +182,7 @@ def _fit_stack(train: pl.DataFrame, gpus: list[str]) -> dict[str, Efficiency]:
             "attn_prefill": float(min(x[2], 1.0)),
             "kernel_overhead_s": float(x[3]) * 1e-6,
             "allreduce_latency_s": float(x[4]) * 1e-6,
+            "allreduce_step_latency_s": float(x[5]) * 1e-6,
         }
         return {g: e.model_copy(update=upd) for g, e in base.items()}
 
@@ -182,8 +197,8 @@ def _fit_stack(train: pl.DataFrame, gpus: list[str]) -> dict[str, Efficiency]:
 
     fit = least_squares(
         resid,
-        np.array([2.0, 15.0, 0.45, 5.0, 30.0]),
-        bounds=([0.0, 0.0, 0.05, 0.0, 0.0], [50.0, 2000.0, 1.0, 200.0, 1000.0]),
+        np.array([2.0, 15.0, 0.45, 5.0, 30.0, 0.0]),
+        bounds=([0.0, 0.0, 0.05, 0.0, 0.0, 0.0], [50.0, 2000.0, 1.0, 200.0, 1000.0, 1000.0]),
         loss="soft_l1",
         f_scale=0.1,
     )
@@ -194,18 +209,26 @@ def _mape(pred: pl.Expr, true: pl.Expr) -> pl.Expr:
     return ((pred - true).abs() / true).mean() * 100
 
 
-def validate_splitwise(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Predict Splitwise's measured latencies, holding out by GPU.
+def validate_splitwise(
+    path: Path, *, holdout: Literal["model", "gpu"] = "model"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Predict Splitwise's measured latencies with stack parameters fitted on other rows.
 
-    The stack parameters (``iteration_overhead_s``, ``per_seq_overhead_s``,
-    ``attn_prefill``) are fitted on the A100 rows to predict the H100 rows (and
-    power-capped H100 rows) and on the H100 rows to predict the A100 rows; operator
-    efficiencies stay those calibrated from vidur's profiles.
+    The serving-stack parameters no operator profile contains (``iteration_overhead_s``,
+    ``per_seq_overhead_s``, ``attn_prefill``, ``kernel_overhead_s``, and the all-reduce
+    latency ``allreduce_latency_s`` + ``allreduce_step_latency_s · log2(tp)``) are fitted
+    by least squares on log prompt and token time, never on the rows they predict:
+    ``holdout="model"`` fits each GPU's stack on the other model's rows of that GPU
+    (BLOOM → Llama2-70B and back); ``holdout="gpu"`` fits on the A100 rows to predict the
+    H100 rows (and power-capped H100 rows) and on the H100 rows to predict the A100 rows.
+    Operator efficiencies stay those calibrated from vidur's profiles.
 
     Parameters
     ----------
     path : Path
         Splitwise ``perf_model.csv``.
+    holdout : {"model", "gpu"}
+        What the fitted stack parameters never see: the tested model, or the tested GPU.
 
     Returns
     -------
@@ -224,14 +247,25 @@ def validate_splitwise(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         & (pl.col("prompt_size") + pl.col("token_size") <= 8192 * 2)
     )
     out = []
-    for test_gpu, train_gpu in (("h100", "a100"), ("a100", "h100")):
-        train = df.filter(
-            (pl.col("fl_gpu") == train_gpu) & (pl.col("hardware") != "h100-80gb-pcap")
-        )
-        test = df.filter(pl.col("fl_gpu") == test_gpu)
-        fitted = _fit_stack(train, [train_gpu])
-        eff = {test_gpu: fitted[train_gpu]}
-        out.append(_predict(test, eff))
+    if holdout == "gpu":
+        for test_gpu, train_gpu in (("h100", "a100"), ("a100", "h100")):
+            train = df.filter(
+                (pl.col("fl_gpu") == train_gpu) & (pl.col("hardware") != "h100-80gb-pcap")
+            )
+            test = df.filter(pl.col("fl_gpu") == test_gpu)
+            fitted = _fit_stack(train, [train_gpu])
+            out.append(_predict(test, {test_gpu: fitted[train_gpu]}))
+    else:
+        models = df["fl_model"].unique(maintain_order=True).to_list()
+        for test_model in models:
+            for gpu in ("a100", "h100"):
+                train = df.filter(
+                    (pl.col("fl_model") != test_model)
+                    & (pl.col("fl_gpu") == gpu)
+                    & (pl.col("hardware") != "h100-80gb-pcap")
+                )
+                test = df.filter((pl.col("fl_model") == test_model) & (pl.col("fl_gpu") == gpu))
+                out.append(_predict(test, _fit_stack(train, [gpu])))
     rows = pl.concat(out).with_columns(
         # rows whose e2e implies fewer generated tokens than token_size stopped early (EOS);
         # their e2e is not comparable and is left out of the e2e error
@@ -309,6 +343,102 @@ def silicon_sample_path() -> Path:
     return path
 
 
+#: catalog model -> the model path aiconfigurator's bundled configs use (offline)
+_AIC_MODEL_PATHS = {
+    "llama-3.1-8b": "meta-llama/Meta-Llama-3.1-8B",
+    "llama-3.1-70b": "meta-llama/Meta-Llama-3.1-70B",
+    "qwen3-32b": "Qwen/Qwen3-32B",
+}
+
+
+def aiconfigurator_predict(rows: pl.DataFrame) -> pl.DataFrame:
+    """aiconfigurator's own predictions of silicon_sample rows, computed offline (the peer).
+
+    For each row, aiconfigurator-core's backend ``run_agg`` estimator (its newest kernel
+    database for the row's system and backend) with ``batch_size`` as the running batch,
+    ``ctx_tokens = isl`` (one prompt per mixed step, as vLLM's default of one partial
+    prefill schedules it) and the row's GEMM / KV dtype. aiconfigurator's TTFT is the
+    per-request prefill time times an empirical queueing factor (``1 + log2(b)/8`` for
+    vLLM, ``min(2 + (steps - 3)/20, 4)`` otherwise) plus, for vLLM, 0.8 ms per layer of
+    dispatch; those factors were calibrated by NVIDIA on its silicon corpus, so this peer
+    figure is partly in-sample.
+
+    Parameters
+    ----------
+    rows : pl.DataFrame
+        Rows as selected by :func:`validate_silicon` (``fl_model``, ``system``, ``backend``,
+        ``fl_dtype``, ``tp_size``, ``isl``, ``osl``, ``batch_size``).
+
+    Returns
+    -------
+    pl.DataFrame
+        ``rows`` with ``aic_ttft_ms`` and ``aic_tpot_ms`` (NaN where aiconfigurator fails).
+
+    Raises
+    ------
+    DataNotFoundError
+        aiconfigurator-core is not installed.
+    """
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("aiconfigurator_core") is None:
+        raise DataNotFoundError(
+            "aiconfigurator-core is not installed (pip install aiconfigurator-core)"
+        )
+    from aiconfigurator_core.sdk import common
+    from aiconfigurator_core.sdk import perf_database as pdb
+    from aiconfigurator_core.sdk.backends.factory import get_backend
+    from aiconfigurator_core.sdk.config import ModelConfig, RuntimeConfig
+    from aiconfigurator_core.sdk.models import get_model
+
+    logging.getLogger("aiconfigurator_core").setLevel(logging.ERROR)
+    dbs: dict[tuple[str, str], object] = {}
+    ttft, tpot = [], []
+    for r in rows.iter_rows(named=True):
+        try:
+            key = (str(r["system"]), str(r["backend"]))
+            if key not in dbs:
+                dbs[key] = pdb.get_database(
+                    key[0], key[1], pdb.get_latest_database_version(key[0], key[1])
+                )
+            fp8 = r["fl_dtype"] == "fp8"
+            res = None
+            # fp8 KV first where the weights are fp8; bf16 KV where the backend's tables
+            # have no fp8-KV attention (SGLang's default KV dtype follows the activations)
+            for kv_fp8 in (fp8, False) if fp8 else (False,):
+                mc = ModelConfig(
+                    tp_size=int(r["tp_size"]),
+                    pp_size=1,
+                    gemm_quant_mode=(
+                        common.GEMMQuantMode.fp8 if fp8 else common.GEMMQuantMode.bfloat16
+                    ),
+                    kvcache_quant_mode=(
+                        common.KVCacheQuantMode.fp8 if kv_fp8 else common.KVCacheQuantMode.bfloat16
+                    ),
+                    fmha_quant_mode=common.FMHAQuantMode.bfloat16,
+                    num_gpus_per_node=8,
+                )
+                model = get_model(_AIC_MODEL_PATHS[r["fl_model"]], mc, key[1])
+                rc = RuntimeConfig(
+                    batch_size=int(r["batch_size"]), isl=int(r["isl"]), osl=int(r["osl"])
+                )
+                try:
+                    res = get_backend(key[1]).run_agg(model, dbs[key], rc, ctx_tokens=int(r["isl"]))
+                    break
+                except Exception:  # missing kernel data for this KV dtype: try the next
+                    res = None
+            if res is None:
+                raise ValueError("no aiconfigurator estimate")
+            out = res.get_summary_df()
+            ttft.append(float(out["ttft"].iloc[0]))
+            tpot.append(float(out["tpot"].iloc[0]))
+        except Exception:  # a peer failure on one row is reported as NaN, not raised
+            ttft.append(float("nan"))
+            tpot.append(float("nan"))
+    return rows.with_columns(aic_ttft_ms=pl.Series(ttft), aic_tpot_ms=pl.Series(tpot))
+
+
 def _closed_loop(
     model: str,
     gpu: str,
@@ -318,14 +448,20 @@ def _closed_loop(
     isl: int,
     osl: int,
     concurrency: int,
-    waves: int = 4,
+    clients: Literal["benchmark", "staggered"] = "benchmark",
+    requests_per_client: int = 10,
+    efficiency: Efficiency | None = None,
 ) -> tuple[float, float]:
     """Mean TTFT and TPOT (s) of ``concurrency`` clients in a closed loop.
 
-    Client ``i`` starts at ``i / c`` of one request's duration, sends request ``i``, then
-    request ``i + c`` the moment it ends, for ``waves`` rounds. Arrivals depend only on
-    earlier finishes, so re-simulating with the finish times of the previous pass
-    converges exactly within ``waves`` passes. The first wave (cold start) is left out.
+    ``benchmark``: the load generator's run as measured — every client starts at t = 0
+    and sends ``requests_per_client`` requests back to back (request ``i + c`` the moment
+    request ``i`` ends), and the means are over all requests, the synchronised first wave
+    included. ``staggered``: client ``i`` starts at ``i / c`` of one request's duration and
+    the first wave is left out (a desynchronised steady state). A request is sent when
+    its client's previous one finishes, so the simulation is repeated with the previous
+    pass's finish times until the send times are a fixed point (at most twice
+    ``requests_per_client`` passes).
     """
     from fleetlab.inference._config import ClusterSpec, ReplicaSpec
     from fleetlab.inference._simulate import simulate
@@ -344,6 +480,7 @@ def _closed_loop(
         )
     )
     c = concurrency
+    waves = max(2, requests_per_client)
     n = c * waves
     base = pl.DataFrame(
         {
@@ -353,38 +490,47 @@ def _closed_loop(
             "output_tokens": np.full(n, osl),
         }
     )
-    # clients start spread over one request's duration (a desynchronised closed loop, as
-    # load generators with random start offsets run it); estimate it from a lockstep wave
-    first = simulate(base.head(c), spec).requests
-    span = float(first["e2e_s"].mean())
-    offsets = np.arange(c) * span / c
+    if clients == "benchmark":
+        offsets = np.zeros(c)
+    else:
+        first = simulate(base.head(c), spec, efficiency=efficiency).requests
+        offsets = np.arange(c) * float(first["e2e_s"].mean()) / c
     arrival = np.concatenate([offsets, np.full(n - c, np.inf)])
     res = None
-    for _ in range(waves):
-        req = base.with_columns(arrival_s=pl.Series(np.where(np.isfinite(arrival), arrival, 1e12)))
-        res = simulate(req, spec).requests.sort("request_id")
+    for _ in range(2 * waves):  # waves passes reveal every send time, the rest converge
+        # requests whose send time is not known yet arrive after everything else, so they
+        # cannot change the known ones: simulate the known prefix only
+        known = int(np.isfinite(arrival).sum())
+        req = base.head(known).with_columns(arrival_s=pl.Series(arrival[:known]))
+        res = simulate(req, spec, efficiency=efficiency).requests.sort("request_id")
         finish = (res["arrival_s"] + res["e2e_s"]).to_numpy()
-        new = np.concatenate([offsets, finish[:-c]])
-        if np.allclose(new, arrival, rtol=0, atol=1e-9):
+        new = np.concatenate([offsets, finish[: n - c], np.full(n - c - min(known, n - c), np.inf)])
+        if np.allclose(new, arrival, rtol=0, atol=1e-9, equal_nan=False) and known == n:
             break
         arrival = new
     assert res is not None
-    warm = res.slice(c)
-    return float(warm["ttft_s"].mean()), float(warm["tpot_s"].mean())
+    kept = res if clients == "benchmark" else res.slice(c)
+    return float(kept["ttft_s"].mean()), float(kept["tpot_s"].mean())
 
 
 def validate_silicon(
-    path: Path | None = None, *, limit: int | None = None
+    path: Path | None = None,
+    *,
+    limit: int | None = None,
+    efficiency: Literal["kernels", "builtin"] = "kernels",
+    clients: Literal["benchmark", "staggered"] = "benchmark",
+    requests_per_client: int = 10,
+    peer: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Predict aiconfigurator's measured deployments (TTFT, TPOT) with no fitting at all.
+    """Predict aiconfigurator's measured deployments (TTFT, TPOT) with no fitting on them.
 
     Uses the aggregated (co-located) rows of ``silicon_sample.csv`` whose model and GPU are
     in the catalog (Llama-3.1-8B/70B, Qwen3-32B on H100/H200, vLLM/TensorRT-LLM/SGLang,
-    bf16 and fp8, PP 1). Each row is a closed loop of ``batch_size`` clients sending
-    ``isl``-token prompts for ``osl`` tokens; fleetlab simulates it (Sarathi-style mixed
-    batching with an 8,192-token budget) at the arrival rate where throughput matches the
-    loop (fixed point). Every parameter comes from vidur's profiles and the built-in
-    defaults: these rows are a pure hold-out.
+    bf16 and fp8, PP 1). Each row is a load-generator run of ``batch_size`` concurrent
+    clients sending ``isl``-token prompts for ``osl`` tokens; fleetlab simulates that run
+    (Sarathi-style mixed batching with an 8,192-token budget; see ``clients``) and
+    averages TTFT and TPOT over its requests. Efficiencies come from kernel measurements
+    (or vidur's profiles) and the built-in defaults: these rows are a pure hold-out.
 
     Parameters
     ----------
@@ -392,11 +538,25 @@ def validate_silicon(
         ``silicon_sample.csv`` (default: the installed aiconfigurator-core's copy).
     limit : int, optional
         Use only the first ``limit`` matching rows (for quick checks).
+    efficiency : {"kernels", "builtin"}
+        ``kernels``: efficiencies fitted by :func:`calibrate_kernels` to aiconfigurator's
+        measured kernel tables of the row's GPU, backend and GEMM dtype (kernel
+        measurements, not these rows); ``builtin``: the GPU spec's vidur-calibrated ones.
+    clients : {"benchmark", "staggered"}
+        ``benchmark``: every client starts at t = 0 and sends ``requests_per_client``
+        requests back to back; means over all of them (the load generator's run).
+        ``staggered``: clients spread over one request's duration, first wave left out.
+    requests_per_client : int
+        Requests each client sends (``benchmark``; at least 2).
+    peer : bool
+        Also run aiconfigurator's own agg estimator offline on every row
+        (:func:`aiconfigurator_predict`) and report its MAPE beside fleetlab's.
 
     Returns
     -------
     (rows, summary) : (pl.DataFrame, pl.DataFrame)
-        Rows with predictions (ms) and MAPE (%) of TTFT and TPOT per (model, GPU, backend).
+        Rows with predictions (ms) and MAPE (%) of TTFT and TPOT per (model, GPU, backend,
+        dtype); with ``peer``, also ``aic_ttft_mape`` / ``aic_tpot_mape``.
 
     Raises
     ------
@@ -424,7 +584,15 @@ def validate_silicon(
     if limit is not None:
         df = df.head(limit)
     preds_ttft, preds_tpot = [], []
+    effs: dict[tuple[str, str, str], Efficiency | None] = {}
     for r in df.iter_rows(named=True):
+        key = (r["fl_gpu"], r["backend"], r["fl_dtype"])
+        if key not in effs:
+            effs[key] = (
+                calibrate_kernels(key[0], backend=key[1], dtype=key[2]).efficiency  # type: ignore[arg-type]
+                if efficiency == "kernels"
+                else None
+            )
         try:
             ttft, tpot = _closed_loop(
                 r["fl_model"],
@@ -434,12 +602,17 @@ def validate_silicon(
                 isl=int(r["isl"]),
                 osl=int(r["osl"]),
                 concurrency=int(r["batch_size"]),
+                clients=clients,
+                requests_per_client=requests_per_client,
+                efficiency=effs[key],
             )
         except FleetlabError:
             ttft = tpot = float("nan")
         preds_ttft.append(ttft * 1e3)
         preds_tpot.append(tpot * 1e3)
     rows = df.with_columns(pred_ttft_ms=pl.Series(preds_ttft), pred_tpot_ms=pl.Series(preds_tpot))
+    if peer:
+        rows = aiconfigurator_predict(rows)
     ok = rows.filter(pl.col("pred_ttft_ms").is_not_nan())
     keys = ["fl_model", "fl_gpu", "backend", "fl_dtype"]
     metrics = [
@@ -450,6 +623,13 @@ def validate_silicon(
         ),
         pl.len().alias("rows"),
     ]
+    if peer:
+        for col, true in (("aic_ttft_ms", "silicon_ttft_ms"), ("aic_tpot_ms", "silicon_tpot_ms")):
+            ape = ((pl.col(col) - pl.col(true)).abs() / pl.col(true)).filter(
+                pl.col(col).is_not_nan()
+            )
+            metrics.append((ape.mean() * 100).alias(col.replace("_ms", "_mape")))
+        metrics.append(pl.col("aic_ttft_ms").is_not_nan().sum().alias("aic_rows"))
     summary = ok.group_by(keys).agg(metrics).sort(keys)
     total = (
         ok.select(metrics)
