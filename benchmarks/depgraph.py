@@ -2,15 +2,29 @@
 
 fleetlab (Polars joins and group-bys) and a straightforward networkx-per-span miner run
 side by side in this one process, on the same Parquet file, on 2 Polars threads; then
-fleetlab alone on a 10M-span file, with its peak memory. Prints both figures and ratios.
+fleetlab alone on a 10M-span file, with its peak memory, once with and once without the
+trace statistics, each in a fresh process (a second run in the same process reuses the
+heap the first one left and reads too low). Prints both figures and ratios.
 
     python benchmarks/depgraph.py [--spans 10000000] [--peer-spans 1000000]
+
+With ``--nezha DIR`` (the ``nezha-rca`` folder of the data mirror) it instead scores fault
+localisation: for each labelled fault whose three trace files are present, the graph of the
+traces during the fault is diffed against the traces before it (or the fault-free phase
+when fewer than 30 traces precede it), and the rank of the faulty service among
+``diff_graphs(...)["suspects"]`` is tallied per system and fault type (top-1 / top-3).
+
+    python benchmarks/depgraph.py --nezha "$FLEETLAB_MIRROR/nezha-rca" [-v]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,7 +36,7 @@ import networkx as nx
 import numpy as np
 import polars as pl
 
-from fleetlab import depgraph
+from fleetlab import depgraph, traces
 
 
 def make_spans(n_spans: int, seed: int = 0) -> pl.DataFrame:
@@ -105,11 +119,96 @@ def timed(fn, repeat: int = 3):  # type: ignore[no-untyped-def]
     return result, best, best_cpu
 
 
+#: day -> (system, fault-free trace file) in the Nezha layout
+NEZHA_DAYS = {
+    "2022-08-22": ("OnlineBoutique", "2022-08-23/trace/17_00"),
+    "2022-08-23": ("OnlineBoutique", "2022-08-23/trace/17_00"),
+    "2023-01-29": ("TrainTicket", "2023-01-29/trace/08_50"),
+    "2023-01-30": ("TrainTicket", "2023-01-30/trace/11_39"),
+}
+
+
+def _pod_service(pod: str) -> str:
+    m = re.match(r"^(.*?)-[0-9a-f]{6,10}-[0-9a-z]{5}$", pod)
+    return m.group(1) if m else pod
+
+
+def nezha_localization(root: Path, *, verbose: bool = False) -> dict[tuple[str, str], list[int]]:
+    """Rank of the faulty service per case; returns {(system, fault type): [ranks]}.
+
+    A rank is 1-based; 0 means the service was not among the suspects.
+    """
+    ranks: dict[tuple[str, str], list[int]] = {}
+    bases: dict[str, depgraph.DependencyGraph] = {}
+    for day, (system, fault_free) in NEZHA_DAYS.items():
+        labels = root / f"rca_data/{day}/{day}-fault_list.json"
+        for case in (c for cs in json.loads(labels.read_text()).values() for c in cs):
+            h, m = map(int, case["inject_time"][11:16].split(":"))
+            files = [
+                root / f"rca_data/{day}/trace/"
+                f"{(h * 60 + m + i) // 60:02d}_{(h * 60 + m + i) % 60:02d}_trace.csv.gz"
+                for i in range(3)
+            ]
+            if not all(f.exists() for f in files):
+                continue
+            spans = pl.concat([traces.load(f) for f in files])
+            t0 = (
+                spans.filter(pl.col("parent_id").is_null())
+                .group_by("trace_id")
+                .agg(pl.col("start_us").min().alias("t0"))
+            )
+            ts = int(case["inject_timestamp"]) * 1_000_000
+            pre = spans.join(t0.filter(pl.col("t0") < ts), on="trace_id", how="semi")
+            during = spans.join(t0.filter(pl.col("t0") >= ts), on="trace_id", how="semi")
+            if pre["trace_id"].n_unique() >= 30:
+                before = depgraph.mine_spans(pre)
+            else:
+                if fault_free not in bases:
+                    path = root / f"construct_data/{fault_free}_trace.csv.gz"
+                    bases[fault_free] = depgraph.mine_spans(traces.load(path))
+                before = bases[fault_free]
+            suspects = [
+                s["service"]
+                for s in depgraph.diff_graphs(before, depgraph.mine_spans(during))["suspects"]
+            ]
+            faulty = _pod_service(case["inject_pod"])
+            rank = suspects.index(faulty) + 1 if faulty in suspects else 0
+            ranks.setdefault((system, case["inject_type"]), []).append(rank)
+            if verbose:
+                print(
+                    f"  {case['inject_time']} {system} {case['inject_type']:15s} {faulty:32s} "
+                    f"rank {rank}  top-3 {suspects[:3]}"
+                )
+    return ranks
+
+
+def main_nezha(root: Path, *, verbose: bool) -> None:
+    """Print top-1 / top-3 hits per system and fault type."""
+    ranks = nezha_localization(root, verbose=verbose)
+    print("system          fault type       cases  top-1  top-3")
+    total = [0, 0, 0]
+    for (system, kind), rs in sorted(ranks.items()):
+        row = [len(rs), sum(r == 1 for r in rs), sum(1 <= r <= 3 for r in rs)]
+        total = [a + b for a, b in zip(total, row, strict=True)]
+        print(f"{system:15s} {kind:15s} {row[0]:6d} {row[1]:6d} {row[2]:6d}")
+    print(f"{'all':31s} {total[0]:6d} {total[1]:6d} {total[2]:6d}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spans", type=int, default=10_000_000)
     ap.add_argument("--peer-spans", type=int, default=1_000_000)
+    ap.add_argument("--nezha", type=Path, help="score fault localisation on this nezha-rca dir")
+    ap.add_argument("-v", "--verbose", action="store_true", help="one line per Nezha case")
+    ap.add_argument("--big-run", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--stats", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.big_run is not None:
+        big_run(args.big_run, stats=bool(args.stats))
+        return
+    if args.nezha is not None:
+        main_nezha(args.nezha, verbose=args.verbose)
+        return
     print(
         f"polars {pl.__version__}, {os.environ['POLARS_MAX_THREADS']} threads, "
         f"{os.cpu_count()} cpus"
@@ -150,19 +249,28 @@ def main() -> None:
 
         big = Path(tmp) / "spans_big.parquet"
         make_spans(args.spans).write_parquet(big)
-        size_mb = big.stat().st_size / 2**20
-        for stats in (True, False):  # default first: its peak is measured from a clean heap
-            t0, c0 = time.perf_counter(), time.process_time()
-            g, peak = peak_memory(
-                lambda s=stats: depgraph.mine_spans(pl.scan_parquet(big), trace_stats=s)
+        for stats in (True, False):  # each in a fresh process: its peak from a clean heap
+            sys.stdout.flush()
+            subprocess.run(
+                [sys.executable, __file__, "--big-run", str(big), "--stats", str(int(stats))],
+                check=True,
             )
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            print(
-                f"\n{args.spans:,} spans ({size_mb:.0f} MB Parquet), trace_stats={stats}: "
-                f"wall {dt:.2f} s ({args.spans / dt / 1e6:.2f} M spans/s), cpu {dc:.2f} s "
-                f"({args.spans / dc / 1e6:.2f} M spans/cpu-s), peak memory +{peak:,.0f} MB, "
-                f"{g.graph.number_of_edges()} edges"
-            )
+
+
+def big_run(path: Path, *, stats: bool) -> None:
+    """Mine one Parquet file once in this (fresh) process; print time and peak memory."""
+    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+    size_mb = path.stat().st_size / 2**20
+    t0, c0 = time.perf_counter(), time.process_time()
+    g, peak = peak_memory(lambda: depgraph.mine_spans(pl.scan_parquet(path), trace_stats=stats))
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    print(
+        f"\n{n:,} spans ({size_mb:.0f} MB Parquet), trace_stats={stats}: "
+        f"wall {dt:.2f} s ({n / dt / 1e6:.2f} M spans/s), cpu {dc:.2f} s "
+        f"({n / dc / 1e6:.2f} M spans/cpu-s), peak memory +{peak:,.0f} MB, "
+        f"{g.graph.number_of_edges()} edges",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

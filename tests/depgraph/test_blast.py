@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import networkx as nx
+import polars as pl
 import pytest
 
 from fleetlab import depgraph
@@ -106,3 +107,50 @@ def test_diff_finds_new_edges_and_the_slow_service() -> None:
     extra.add_edge("api", "cache", calls=10)
     d2 = depgraph.diff_graphs(before, depgraph.DependencyGraph(extra, after.entry_points))
     assert d2["added_edges"] == [["api", "cache"]] and d2["added_services"] == ["cache"]
+
+
+def _delay_calls_into(spans: pl.DataFrame, service: str, delay_us: int) -> pl.DataFrame:
+    """A slow network in front of ``service``: every client span calling it, and every span
+    around that client span, lasts ``delay_us`` longer; the callee's own spans do not."""
+    parents = spans.filter(pl.col("service") == service).select(
+        "trace_id", pl.col("parent_id").alias("span_id")
+    )
+    clients = spans.join(parents, on=["trace_id", "span_id"], how="semi").select(
+        "trace_id",
+        pl.col("start_us").alias("_s"),
+        (pl.col("start_us") + pl.col("duration_us")).alias("_e"),
+    )
+    # in the chain each trace calls the service once: the enclosing spans are the ancestors
+    return (
+        spans.join(clients, on="trace_id", how="left")
+        .with_columns(
+            pl.when(
+                (pl.col("start_us") <= pl.col("_s"))
+                & (pl.col("start_us") + pl.col("duration_us") >= pl.col("_e"))
+                & (pl.col("service") != service)
+            )
+            .then(pl.col("duration_us") + delay_us)
+            .otherwise(pl.col("duration_us"))
+            .alias("duration_us")
+        )
+        .drop("_s", "_e")
+    )
+
+
+def test_diff_blames_the_service_behind_a_slow_network_not_its_caller() -> None:
+    topo = depgraph.topology("chain")
+    tr = depgraph.Traffic(rate_per_s=50, duration_s=10)
+    spans = depgraph.generate_spans(topo, tr, seed=3)
+    before = depgraph.mine_spans(depgraph.generate_spans(topo, tr, seed=4))
+    slow = depgraph.mine_spans(_delay_calls_into(spans, "inventory", 20_000))
+    # the gap is on the calls into inventory, not in anybody's own time
+    assert slow.graph.edges["orders", "inventory"]["net_ms_mean"] == pytest.approx(
+        depgraph.mine_spans(spans).graph.edges["orders", "inventory"]["net_ms_mean"] + 20.0
+    )
+    assert slow.graph.nodes["orders"]["net_out_ms_mean"] > 9.9  # 2 spans per call
+    d = depgraph.diff_graphs(before, slow)
+    top = d["suspects"][0]
+    assert top["service"] == "inventory"
+    assert top["network_in_log2"] > 4  # ~0.4 ms -> ~20.4 ms
+    orders = next(s for s in d["suspects"] if s["service"] == "orders")
+    assert orders["self_latency_log2"] < 0.3 and orders["network_in_log2"] < 0.3

@@ -181,8 +181,7 @@ def test_nezha_fault_localization_online_boutique(shared_data: Path) -> None:
     base = depgraph.mine_spans(
         traces.load(shared_data / NEZHA / "construct_data/2022-08-23/trace/17_00_trace.csv.gz")
     )
-    hits = 0
-    cases = 0
+    hits = firsts = cases = 0
     for day in ("2022-08-22", "2022-08-23"):
         faults = json.loads(
             (shared_data / NEZHA / f"rca_data/{day}/{day}-fault_list.json").read_text()
@@ -198,10 +197,47 @@ def test_nezha_fault_localization_online_boutique(shared_data: Path) -> None:
             faulty = _service(case["inject_pod"])
             cases += 1
             hits += faulty in top3
+            firsts += faulty == top3[0]
             # the faulty service's blast radius reaches the entry point
             assert depgraph.blast_radius(before, faulty)["entry_points"] == ["frontend"]
     assert cases == 5
-    assert hits >= 4
+    assert hits >= 5
+    assert firsts >= 5
+
+
+@pytest.mark.slow
+def test_nezha_fault_localization_train_ticket_resource_faults(shared_data: Path) -> None:
+    """TrainTicket CPU-contention and network-delay cases (21): the slow service's own time
+    or the network time of the calls into it moves, and the diff ranks it first.
+    (Code-level return/exception faults barely move span timing and Nezha's CSV has no
+    status column: see docs/depgraph.md.)"""
+    hits = firsts = cases = 0
+    for day, fault_free in (("2023-01-29", "08_50"), ("2023-01-30", "11_39")):
+        base = depgraph.mine_spans(
+            traces.load(
+                shared_data / NEZHA / f"construct_data/{day}/trace/{fault_free}_trace.csv.gz"
+            )
+        )
+        faults = json.loads(
+            (shared_data / NEZHA / f"rca_data/{day}/{day}-fault_list.json").read_text()
+        )
+        for case in (c for cs in faults.values() for c in cs):
+            if case["inject_type"] not in ("cpu_contention", "network_delay"):
+                continue
+            got = _case_graphs(shared_data, day, case)
+            if got is None:
+                continue
+            pre, during = got
+            before = depgraph.mine_spans(pre) if pre["trace_id"].n_unique() >= 30 else base
+            diff = depgraph.diff_graphs(before, depgraph.mine_spans(during))
+            top3 = [s["service"] for s in diff["suspects"][:3]]
+            faulty = _service(case["inject_pod"])
+            cases += 1
+            hits += faulty in top3
+            firsts += faulty == top3[0]
+    assert cases == 21
+    assert hits >= 21
+    assert firsts >= 18
 
 
 def test_jaeger_dependency_links_are_read_as_a_graph(shared_data: Path) -> None:

@@ -230,6 +230,7 @@ def test_parents_and_exclusive_times_match_a_per_span_reference(spans: pl.DataFr
     frame, _ = depgraph.clean_spans(spans)
     by_id = {(r["trace_id"], r["span_id"]): r for r in spans.iter_rows(named=True)}
     kids: dict[tuple[str, str], int] = {}
+    children: dict[tuple[str, str], list[dict]] = {}
     for r in frame.iter_rows(named=True):  # row order is the input's
         p = by_id.get((r["trace_id"], r["parent_id"])) if r["parent_id"] else None
         assert r["p_service"] == (p["service"] if p else None)
@@ -238,6 +239,15 @@ def test_parents_and_exclusive_times_match_a_per_span_reference(spans: pl.DataFr
         if p is not None:
             key = (p["trace_id"], p["span_id"])
             kids[key] = kids.get(key, 0) + r["duration_us"]
+            children.setdefault(key, []).append(r)
+
+    def wrapped_gap(key: tuple[str, str]) -> int | None:
+        """A span whose only child is in another service: its duration minus the child's."""
+        ch = children.get(key, [])
+        if len(ch) != 1 or ch[0]["service"] == by_id[key]["service"]:
+            return None
+        return max(0, by_id[key]["duration_us"] - ch[0]["duration_us"])
+
     assert frame["span_id"].to_list() == spans["span_id"].to_list()
     g = depgraph.mine_spans(spans)
     for svc in g.graph.nodes:
@@ -247,7 +257,68 @@ def test_parents_and_exclusive_times_match_a_per_span_reference(spans: pl.DataFr
             for r in own
         )
         assert g.graph.nodes[svc]["self_ms_mean"] == pytest.approx(excl / len(own) / 1000)
+        out = [wrapped_gap((r["trace_id"], r["span_id"])) for r in own]
+        net_out = sum(x for x in out if x is not None) / len(own) / 1000
+        assert g.graph.nodes[svc]["net_out_ms_mean"] == pytest.approx(net_out)
+        into = [
+            wrapped_gap((r["trace_id"], r["parent_id"]))
+            for r in own
+            if r["parent_id"] and (r["trace_id"], r["parent_id"]) in by_id
+        ]
+        into = [x for x in into if x is not None]
+        got = g.graph.nodes[svc]["net_in_ms_mean"]
+        if into:
+            assert got == pytest.approx(sum(into) / len(into) / 1000)
+        else:
+            assert math.isnan(got)
         assert g.graph.nodes[svc]["traces"] == len({r["trace_id"] for r in own})
+
+
+@st.composite
+def _messy_tables(draw: st.DrawFn) -> pl.DataFrame:
+    """Random traces with what the lean scan must repair like the string path: self
+    parents, empty and "root"/"NULL" parent markers, "0" as a real span id (the first span
+    of a trace, sometimes: its children then name parent "0"), missing trace ids,
+    negative durations, ms and ns start times among µs ones, upper-case kinds."""
+    rows = []
+    for t in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(1, 8))
+        for i in range(n):
+            sid = "0" if i == 0 and draw(st.booleans()) else str(i)
+            parent = None if i == 0 else str(draw(st.integers(0, i - 1)))
+            bad = draw(st.integers(0, 11))
+            if bad == 0:
+                parent = draw(st.sampled_from(["", "root", "NULL", "99", sid]))
+            start = T0 + i * 10
+            if bad == 1:
+                start = start // 1000  # milliseconds
+            elif bad == 2:
+                start = start * 1000  # nanoseconds
+            dur = -5 if bad == 3 else draw(st.integers(0, 5000))
+            trace = None if bad == 4 else f"t{t}"
+            kind = draw(st.sampled_from(["server", "CLIENT", "Producer", None]))
+            status = draw(st.sampled_from(["ok", "ERROR", "500", None]))
+            svc = draw(st.sampled_from("abc"))
+            rows.append((trace, sid, parent, svc, f"op{i % 3}", start, dur, status, kind))
+    return _spans(rows)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_messy_tables())
+def test_lean_scan_cleans_like_the_string_path(spans: pl.DataFrame) -> None:
+    from fleetlab.depgraph._clean import clean_spans_indexed
+
+    slow, q_slow, pi_slow = clean_spans_indexed(spans)
+    lean, q_lean, pi_lean = clean_spans_indexed(spans, lean=True)
+    assert q_lean == q_slow
+    assert pi_lean.to_list() == pi_slow.to_list()
+    for c in ("k", "pk", "tk", "start_us", "duration_us", "end_us", "is_error", "p_start_us"):
+        assert lean[c].to_list() == slow[c].to_list(), c
+    for c in ("service", "operation", "kind", "p_service", "p_operation", "p_kind"):
+        assert lean[c].cast(pl.String).to_list() == slow[c].to_list(), c
+    assert "trace_id" not in lean.columns  # the id strings never reach the lean frame
+    mined = depgraph.mine_spans(spans).meta["quality"]  # mine_spans takes the lean path
+    assert {k: mined[k] for k in q_slow} == q_slow
 
 
 ALIBABA_CSV = """traceid,timestamp,rpcid,um,rpctype,dm,interface,rt

@@ -297,8 +297,10 @@ def diff_graphs(
         ``added_services``, ``removed_services``, ``changed_edges`` (rows with
         before/after p50, p99, error rate, calls and their ratios, largest change first),
         and ``suspects``: services ranked by how much of the change is their own (see
-        :func:`_suspects`): growth of their exclusive time, errors their callees do not
-        explain, a changed call mix per request, latency shifts on calls into them.
+        :func:`_suspects`), each row with ``score``, ``self_latency_log2`` (growth of their
+        own time), ``network_in_log2`` / ``network_out_log2`` (growth of the network gap
+        on calls into / out of them), ``unexplained_error_rate`` (errors their callees do
+        not explain) and ``call_mix_change`` (calls per handled request).
     """
     a, b = before.graph, after.graph
     ea, eb = set(a.edges), set(b.edges)
@@ -368,27 +370,71 @@ def _handled(g: nx.DiGraph, n: str, entry_traces: dict[str, Any]) -> float:
     return float(inbound + (entry_traces.get(n, 0) or 0))
 
 
+def _network_shifts(a: nx.DiGraph, b: nx.DiGraph) -> tuple[dict[str, float], dict[str, float]]:
+    """Blame for the growth of the network/queueing gap of calls (edge ``net_ms_mean``).
+
+    A gap sits between two services: a slow link or a delayed pod (callee side) grows it
+    on every call into that service, a starved caller on every call it makes. So the
+    growth (log2) on an edge u->v counts for v only beyond what u's other outgoing edges
+    grew by (their median), and u's own score is the median growth over all its
+    outgoing edges (at least two). Returns (score as callee, score as caller).
+    """
+    shift: dict[tuple[str, str], float] = {}
+    for u, v in set(a.edges) & set(b.edges):
+        r = _ratio(b.edges[u, v].get("net_ms_mean"), a.edges[u, v].get("net_ms_mean"))
+        if math.isfinite(r):
+            shift[u, v] = max(0.0, math.log2(r))
+    outs: dict[str, list[tuple[str, float]]] = {}
+    for (u, v), x in shift.items():
+        outs.setdefault(u, []).append((v, x))
+    net_out = {u: float(np.median([x for _, x in xs])) for u, xs in outs.items() if len(xs) >= 2}
+    acc: dict[str, list[float]] = {}
+    for (u, v), x in shift.items():
+        others = [y for w, y in outs[u] if w != v]
+        base = float(np.median(others)) if others else 0.0
+        w = float(b.edges[u, v].get("calls", 1))
+        acc.setdefault(v, [0.0, 0.0])
+        acc[v][0] += w * max(0.0, x - base)
+        acc[v][1] += w
+    net_in = {v: t / n for v, (t, n) in acc.items() if n > 0}
+    return net_in, net_out
+
+
+def _own_ms(node: dict[str, Any]) -> float:
+    """Exclusive time of a service minus what its client spans wait on the network."""
+    own = float(node.get("self_ms_mean") or math.nan)
+    net = node.get("net_out_ms_mean")
+    if net is not None and math.isfinite(float(net)):
+        own -= float(net)
+    return own
+
+
 def _suspects(
     before: DependencyGraph, after: DependencyGraph, changed: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Rank services by how much of the change between two graphs is their own.
 
-    Per service present in both graphs: the growth (log2) of its exclusive time, or of its
-    entry-span p50 when exclusive time was not mined; the rise of its error rate beyond
-    what its callees' errors explain; how much its call mix per handled request changed
-    (sum of |log2| changes of calls(s->v)/requests(s), new and vanished callees count 1);
-    and a share of the latency shifts on calls into it.
+    Per service present in both graphs: the growth (log2) of its own time (exclusive time
+    minus what its client spans wait on the network, ``net_out_ms_mean``), or of its
+    entry-span p50 when exclusive time was not mined; the growth of the network/queueing
+    gap on calls into it or out of it, whichever is larger (see :func:`_network_shifts`);
+    the rise of its error rate beyond what its callees' errors explain; how much its call
+    mix per handled request changed (sum of |log2| changes of calls(s->v)/requests(s), new
+    and vanished callees count 1); and a share of the latency shifts on calls into it,
+    only when none of its own calls shifted (blame goes to the deepest shifted service).
     """
     a, b = before.graph, after.graph
     ea, eb = before.meta.get("entry_traces") or {}, after.meta.get("entry_traces") or {}
     into: dict[str, float] = {}
     for r in changed:
         into[r["callee"]] = into.get(r["callee"], 0.0) + 0.1 * r["score"]
+    shifted_callers = {r["caller"] for r in changed}
+    net_in, net_out = _network_shifts(a, b)
     rows = []
     for s in sorted(set(a) & set(b)):
         na, nb = a.nodes[s], b.nodes[s]
         if "self_ms_mean" in na and "self_ms_mean" in nb:
-            lat = max(0.0, _log2_ratio(nb.get("self_ms_mean"), na.get("self_ms_mean")))
+            lat = max(0.0, _log2_ratio(_own_ms(nb), _own_ms(na)))
         else:
             lat = max(0.0, _log2_ratio(nb.get("p50_ms"), na.get("p50_ms")))
         de = float(nb.get("error_rate") or 0.0) - float(na.get("error_rate") or 0.0)
@@ -404,12 +450,20 @@ def _suspects(
                 ca = a.edges[s, v]["calls"] / ha if a.has_edge(s, v) else 0.0
                 cb = b.edges[s, v]["calls"] / hb if b.has_edge(s, v) else 0.0
                 mix += 1.0 if ca == 0 or cb == 0 else min(1.0, abs(math.log2(cb / ca)))
-        score = lat + 5.0 * err + 0.1 * mix + into.get(s, 0.0)
+        n_in, n_out = net_in.get(s, 0.0), net_out.get(s, 0.0)
+        net = max(n_in, n_out)
+        # inclusive latency shifts on calls into a service blame it only when none of its
+        # own calls shifted (the deepest shifted service): a slow callee would otherwise
+        # blame every caller above it
+        inc = 0.0 if s in shifted_callers else into.get(s, 0.0)
+        score = lat + net + 5.0 * err + 0.1 * mix + inc
         rows.append(
             {
                 "service": s,
                 "score": round(score, 4),
                 "self_latency_log2": round(lat, 4),
+                "network_in_log2": round(n_in, 4),
+                "network_out_log2": round(n_out, 4),
                 "unexplained_error_rate": round(err, 4),
                 "call_mix_change": round(mix, 4),
             }

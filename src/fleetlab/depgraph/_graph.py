@@ -48,9 +48,14 @@ class DependencyGraph:
         window), ``p50_ms``/``p99_ms``/``mean_ms`` (call latency in milliseconds, NaN when
         unknown), ``error_rate`` (share of calls that failed, 0..1), ``kind``
         (``'sync'`` or ``'async'``) and ``confidence`` (0..1; 1.0 for edges seen in traces).
-        Node attributes: ``spans``, ``traces`` (traces that touch the service), ``p50_ms``
-        and ``p99_ms`` (latency of the service's entry spans), ``self_ms_mean``
-        (exclusive time: span minus its children), ``error_rate``,
+        Mined from spans, edges also carry ``net_ms_mean``: the mean gap between the
+        caller's client span and the callee's span (network and queueing), on calls made
+        through a client span. Node attributes: ``spans``, ``traces`` (traces that touch
+        the service), ``p50_ms`` and ``p99_ms`` (latency of the service's entry spans),
+        ``self_ms_mean`` (exclusive time: span minus its children, per span),
+        ``net_out_ms_mean`` (the part of it its client spans spend waiting beyond the
+        callee's span, per span), ``net_in_ms_mean`` (that gap on the calls into it, per
+        call; NaN when none came through a client span), ``error_rate``,
         ``traces_by_entry`` and ``entry`` (bool).
     entry_points
         Services where requests enter the system (roots of traces, or services that only
@@ -154,7 +159,15 @@ def _from_node_link(data: dict[str, Any]) -> nx.DiGraph:
 
 
 def _restore_nan(d: dict[str, Any]) -> None:
-    for key in ("p50_ms", "p99_ms", "mean_ms", "self_ms_mean", "self_ms_p90"):
+    for key in (
+        "p50_ms",
+        "p99_ms",
+        "mean_ms",
+        "self_ms_mean",
+        "self_ms_p90",
+        "net_in_ms_mean",
+        "net_out_ms_mean",
+    ):
         if key in d and d[key] is None:
             d[key] = math.nan
 

@@ -29,9 +29,12 @@ def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.Dat
     polars.DataFrame
         ``caller, callee, caller_op, callee_op, trace_id, tk, start_us, latency_us, is_error,
         is_async``; latency is the caller-side client span when there is one, else the
-        callee's span (µs).
+        callee's span (µs). ``trace_id`` is left out when the frame has none (the lean
+        frame ``mine_spans`` uses), and the names keep the frame's dtype (String, or
+        Categorical in a lean frame).
     """
     cross = pl.col("p_service").is_not_null() & (pl.col("p_service") != pl.col("service"))
+    ids = [c for c in ("trace_id", "tk") if c in frame.columns]  # a lean frame has no trace_id
     links = (
         frame.lazy()
         .filter(cross)
@@ -40,8 +43,7 @@ def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.Dat
             pl.col("service").alias("callee"),
             pl.col("p_operation").alias("caller_op"),
             pl.col("operation").alias("callee_op"),
-            "trace_id",
-            "tk",
+            *ids,
             pl.col("start_us"),
             pl.when(pl.col("p_kind") == "client")
             .then(pl.col("p_duration_us"))
@@ -77,8 +79,7 @@ def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.Dat
             pl.col("peer_service").alias("callee"),
             pl.col("operation").alias("caller_op"),
             pl.col("operation").alias("callee_op"),
-            "trace_id",
-            "tk",
+            *ids,
             "start_us",
             pl.col("duration_us").alias("latency_us"),
             pl.col("is_error").fill_null(False),
@@ -100,10 +101,9 @@ def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.Dat
         .select(
             pl.col("peer_service").alias("caller"),
             pl.col("service").alias("callee"),
-            pl.lit(None, pl.String).alias("caller_op"),
+            pl.lit(None).cast(frame.schema["operation"]).alias("caller_op"),
             pl.col("operation").alias("callee_op"),
-            "trace_id",
-            "tk",
+            *ids,
             "start_us",
             pl.col("duration_us").alias("latency_us"),
             pl.col("is_error").fill_null(False),
@@ -129,6 +129,7 @@ def _edge_stats(links: pl.DataFrame, keys: list[str], window_s: float | None) ->
             pl.col("is_error").mean().alias("error_rate"),
             pl.col("is_async").mean().alias("async_share"),
         )
+        .with_columns(pl.col(keys).cast(pl.String))  # Categorical keys (encoded spans)
         .sort(keys)
     )
 
@@ -161,7 +162,9 @@ def mine_spans(
         when a span kind is ``producer``/``consumer``.
     trace_stats
         Also count, per service, the traces that touch it and the entry point of each
-        (exact blast-radius shares; costs one more join).
+        (exact blast-radius shares), and mine its exclusive time and the network gaps of
+        calls (``self_ms_mean``, ``net_out_ms_mean``, ``net_in_ms_mean`` on nodes,
+        ``net_ms_mean`` on edges: what ``diff_graphs`` ranks suspects by).
     source
         Name used in error messages (a file path).
 
@@ -169,14 +172,15 @@ def mine_spans(
     -------
     DependencyGraph
         Edges carry ``calls``, ``rate_per_s``, ``p50_ms``, ``p99_ms``, ``mean_ms``,
-        ``error_rate``, ``kind`` and ``confidence`` = 1.
+        ``error_rate``, ``kind`` and ``confidence`` = 1 (and ``net_ms_mean`` with
+        ``trace_stats``, on edges with calls made through a client span).
 
     Raises
     ------
     InputFormatError
         A required span column is missing or has the wrong type.
     """
-    frame, quality, parent_row = clean_spans_indexed(spans, source=source)
+    frame, quality, parent_row = clean_spans_indexed(spans, source=source, lean=True)
     if window_s is None and frame.height:
         lo, hi = frame["start_us"].min(), frame["end_us"].max()
         window_s = (hi - lo) / 1e6 if lo is not None and hi is not None and hi > lo else None
@@ -192,7 +196,12 @@ def mine_spans(
     )
 
     roots = frame.lazy().filter(pl.col("pk").is_null()).select("service", "tk").collect()
-    entry_counts = roots.group_by("service").agg(pl.len().alias("n")).sort("service")
+    entry_counts = (
+        roots.group_by("service")
+        .agg(pl.len().alias("n"))
+        .with_columns(pl.col("service").cast(pl.String))
+        .sort("service")
+    )
     entry_points = entry_counts["service"].to_list()
     is_entry_span = pl.col("pk").is_null() | (pl.col("p_service") != pl.col("service"))
     entry_ms = pl.col("duration_us").filter(is_entry_span.fill_null(False)).cast(pl.Float64) / 1000
@@ -205,6 +214,7 @@ def mine_spans(
     if not (trace_stats and frame.height):
         nodes = frame.group_by("service").agg(node_aggs)
         by_entry = pl.DataFrame({"service": [], "entry": [], "n": []})
+        net_edges = pl.DataFrame({"caller": [], "callee": [], "net_ms_mean": []})
     else:
         # exclusive ("self") time: a span's duration minus its children's (clipped at zero),
         # the latency the service adds itself. Summed per service without a join:
@@ -212,20 +222,21 @@ def mine_spans(
         # durations are summed per parent row by index (no group-by on random keys), and
         # everything per service is one group-by
         dur = pl.col("duration_us").fill_null(0)
-        has_parent = parent_row.is_not_null()
-        kids = np.bincount(
-            parent_row.filter(has_parent).to_numpy(),
-            weights=frame["duration_us"].fill_null(0).filter(has_parent).to_numpy(),
-            minlength=frame.height,
-        )  # float64: exact for sums below 2**53 µs (285 years)
+        kids, net_out, net_in = _child_sums(frame, parent_row)
         nodes = (
             frame.lazy()
-            .with_columns(pl.Series("_kids", kids.astype(np.int64)))
+            .with_columns(
+                pl.Series("_kids", kids),
+                pl.Series("_net_out", net_out),
+                pl.Series("_net_in", net_in, nan_to_null=True),
+            )
             .group_by("service")
             .agg(
                 *node_aggs,
                 dur.sum().alias("_dur"),
                 pl.min_horizontal("_kids", dur).sum().alias("_cov"),
+                pl.col("_net_out").sum().alias("_net_out"),
+                pl.col("_net_in").mean().alias("_net_in"),
                 pl.col("tk").n_unique().alias("traces"),
             )
             .select(
@@ -235,8 +246,23 @@ def mine_spans(
                 "p99_ms",
                 "error_rate",
                 ((pl.col("_dur") - pl.col("_cov")) / pl.col("spans") / 1000).alias("self_ms_mean"),
+                (pl.col("_net_out") / pl.col("spans") / 1000).alias("net_out_ms_mean"),
+                (pl.col("_net_in") / 1000).alias("net_in_ms_mean"),
                 "traces",
             )
+            .collect()
+        )
+        # the network/queueing gap per edge: calls made through a client span only
+        net_edges = (
+            frame.lazy()
+            .select(
+                pl.col("p_service").alias("caller"),
+                pl.col("service").alias("callee"),
+                pl.Series("_net_in", net_in, nan_to_null=True),
+            )
+            .drop_nulls("_net_in")
+            .group_by("caller", "callee")
+            .agg((pl.col("_net_in").mean() / 1000).alias("net_ms_mean"))
             .collect()
         )
         totals = nodes.select("service", "traces")
@@ -256,7 +282,9 @@ def mine_spans(
 
     g = nx.DiGraph()
     entries = set(entry_points)
-    for row in nodes.sort("service").iter_rows(named=True):
+    for row in (
+        nodes.with_columns(pl.col("service").cast(pl.String)).sort("service").iter_rows(named=True)
+    ):
         name = row.pop("service")
         g.add_node(name, **_finite_or_nan(row), entry=name in entries)
     for row in by_entry.drop_nulls("entry").iter_rows(named=True):
@@ -267,6 +295,9 @@ def mine_spans(
             if n not in g:  # a peer_service callee with no spans of its own
                 g.add_node(n, spans=0, p50_ms=math.nan, error_rate=0.0, entry=False)
         g.add_edge(u, v, **_edge_attrs(row))
+    for u, v, net in net_edges.iter_rows():
+        if g.has_edge(u, v):
+            g.edges[u, v]["net_ms_mean"] = float(net)
     og = nx.DiGraph()
     for row in ops.iter_rows(named=True):
         u = f"{row.pop('caller')}:{row.pop('caller_op')}"
@@ -289,6 +320,37 @@ def mine_spans(
     return DependencyGraph(g, entry_points, og, meta)
 
 
+def _child_sums(
+    frame: pl.DataFrame, parent_row: pl.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per span: its children's summed durations, and the network/queueing gaps of calls.
+
+    A span whose only child runs in another service is the caller's client span of that
+    call; its duration minus the callee's span is time on the wire and in the callee's
+    queue, not work of either service. Returns ``kids`` (int64 µs per span), ``net_out``
+    (that gap on the caller's client span, 0 elsewhere) and ``net_in`` (the same gap on
+    the callee's span, NaN where the span was not called through a client span). Sums
+    are bincounts over parent row numbers: no group-by on random keys.
+    """
+    n = frame.height
+    has_parent = parent_row.is_not_null()
+    pr = parent_row.filter(has_parent).to_numpy()
+    child_dur = frame["duration_us"].fill_null(0).filter(has_parent).to_numpy()
+    # float64 sums: exact below 2**53 µs (285 years)
+    kids = np.bincount(pr, weights=child_dur, minlength=n).astype(np.int64)
+    cross = (frame["p_service"] != frame["service"]).fill_null(False).filter(has_parent)
+    n_kids = np.bincount(pr, minlength=n)
+    n_cross = np.bincount(pr[cross.to_numpy()], minlength=n)
+    dur = frame["duration_us"].to_numpy()  # float with NaN where unknown (negative)
+    wrapper = (n_kids == 1) & (n_cross == 1)
+    gap = np.where(wrapper, np.maximum(np.nan_to_num(dur, nan=0.0) - kids, 0.0), 0.0)
+    net_in = np.full(n, np.nan)
+    rows = np.flatnonzero(has_parent.to_numpy())
+    called = wrapper[pr]
+    net_in[rows[called]] = gap[pr[called]]
+    return kids, gap, net_in
+
+
 def _edge_attrs(row: dict[str, Any]) -> dict[str, Any]:
     share = row.pop("async_share") or 0.0
     out = _finite_or_nan(row)
@@ -301,4 +363,4 @@ def _edge_attrs(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite_or_nan(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (math.nan if v is None and k.endswith("_ms") else v) for k, v in row.items()}
+    return {k: (math.nan if v is None and "_ms" in k else v) for k, v in row.items()}
