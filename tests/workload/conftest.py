@@ -29,3 +29,21 @@ def mooncake_conv(shared_data: Path) -> pl.DataFrame:
 def alibaba_tasks(shared_data: Path) -> pl.DataFrame:
     """Alibaba 2018 batch tasks (one hour, 67,634 tasks) as a canonical vms table."""
     return traces.load(shared_data / "alibaba-2018-batch-spar-sample" / "sample_tasks.csv.gz")
+
+
+@pytest.fixture(scope="session")
+def alibaba_2017_tasks(shared_data: Path) -> pl.DataFrame:
+    """Alibaba 2017 batch tasks (17 h, 80,553 tasks created in batches on a 1 s grid)."""
+    return traces.load(shared_data / "alibaba-2017-batch-task" / "batch_task.csv.gz")
+
+
+@pytest.fixture(scope="session")
+def alibaba_gpu_2023(shared_data: Path) -> pl.DataFrame:
+    """Alibaba GPU 2023 pods (149 days, 8,152 pods; nearly all in the last 35 days)."""
+    return traces.load(shared_data / "alibaba-gpu-2023-openb" / "openb_pod_list_default.csv")
+
+
+@pytest.fixture(scope="session")
+def alibaba_gpu_2025(shared_data: Path) -> pl.DataFrame:
+    """Alibaba GPU 2025 DLRM instances (31 days, 16,591 with a creation time)."""
+    return traces.load(shared_data / "alibaba-gpu-2025-dlrm" / "disaggregated_DLRM_trace.csv")

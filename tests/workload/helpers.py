@@ -64,3 +64,89 @@ def vm_table(n: int, *, horizon: float, seed: int) -> pl.DataFrame:
         ),
         "vms",
     ).collect()
+
+
+def trend_vms(days: int, *, seed: int, step_day: int, low: float, high: float) -> pl.DataFrame:
+    """VMs created by a Poisson process whose daily rate jumps from ``low`` to ``high``.
+
+    The hour-of-day shape is a fixed sine (peak/trough 3), so the trace has a daily
+    shape times a step trend at ``step_day``; lifetimes exponential (mean 1 h).
+    """
+    rng = np.random.default_rng(seed)
+    hours = np.arange(days * 24)
+    shape = 1.0 + 0.5 * np.sin(2 * np.pi * (hours % 24) / 24)
+    level = np.where(hours // 24 < step_day, low, high) / 24
+    n = rng.poisson(shape * level)
+    created = np.sort(np.repeat(hours * 3600.0, n) + rng.uniform(0, 3600.0, n.sum()))
+    created = created - created[0]
+    life = rng.exponential(3600.0, created.size)
+    return canonical(
+        pl.LazyFrame(
+            {
+                "vm_id": [f"vm{i}" for i in range(created.size)],
+                "created_s": created,
+                "deleted_s": created + life,
+                "cores": rng.choice([1.0, 2.0, 4.0], created.size),
+                "memory_gb": rng.choice([4.0, 8.0], created.size),
+            }
+        ),
+        "vms",
+    ).collect()
+
+
+def batched_vms(n_jobs: int, *, seed: int, mean_gap_s: float) -> pl.DataFrame:
+    """Jobs arriving as a Poisson process on a 1 s grid, each creating 1 + Geometric tasks.
+
+    Batch sizes: 1 + Geometric(p = 0.2) - 1, mean 5; all tasks of a job share its second.
+    """
+    rng = np.random.default_rng(seed)
+    inst = np.floor(np.cumsum(rng.exponential(mean_gap_s, n_jobs)))
+    sizes = rng.geometric(0.2, n_jobs)
+    created = np.repeat(inst, sizes)
+    created = created - created[0]
+    return canonical(
+        pl.LazyFrame(
+            {
+                "vm_id": [f"t{i}" for i in range(created.size)],
+                "created_s": created,
+                "deleted_s": created + rng.exponential(600.0, created.size),
+                "cores": rng.choice([0.5, 1.0], created.size),
+                "memory_gb": rng.choice([1.0, 2.0], created.size),
+            }
+        ),
+        "vms",
+    ).collect()
+
+
+def mmpp_requests(
+    n: int, *, seed: int, burst: float = 20.0, mean_burst: float = 8.0
+) -> pl.DataFrame:
+    """Requests from a stationary 2-state MMPP: quiet (rate 1/s) and bursts (``burst``/s).
+
+    Bursts last ``mean_burst / burst`` s on average (``mean_burst`` requests) and come
+    every 20 s on average; tokens are lognormal. Gaps are correlated (a burst's gaps
+    follow each other), which no renewal process has.
+    """
+    rng = np.random.default_rng(seed)
+    rates = np.array([1.0, burst])
+    hold = np.array([20.0, mean_burst / burst])
+    times: list[np.ndarray] = []
+    clock, state, total = 0.0, 0, 0
+    while total < n:
+        d = rng.exponential(hold[state])
+        k = rng.poisson(rates[state] * d)
+        times.append(clock + np.sort(rng.uniform(0.0, d, k)))
+        total += k
+        clock += d
+        state = 1 - state
+    t = np.concatenate(times)[:n]
+    return canonical(
+        pl.LazyFrame(
+            {
+                "arrival_s": t - t[0],
+                "prompt_tokens": np.ceil(rng.lognormal(np.log(500), 0.8, t.size)).astype(np.int64),
+                "output_tokens": np.ceil(rng.lognormal(np.log(50), 0.6, t.size)).astype(np.int64),
+            }
+        ),
+        "requests",
+    ).collect()

@@ -121,3 +121,21 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "schema_version" in proc.stderr
+
+
+def test_fit_arrivals_option(tmp_path: Path) -> None:
+    trace = tmp_path / "small.parquet"  # 1,500 events keep the EM quick
+    gamma_renewal_requests(1500, rate=5.0, cv=1.5, seed=8).write_parquet(trace)
+    model = tmp_path / "m.yaml"
+    res = runner.invoke(
+        app, ["workload", "fit", str(trace), "-o", str(model), "--arrivals", "mmpp", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["process"] == "mmpp" and 2 <= out["mmpp_states"] <= 4
+    assert out["diagnostics"]["arrivals"]["chosen"] == "mmpp"
+    assert "process: mmpp" in model.read_text()
+    res = runner.invoke(
+        app, ["workload", "fit", str(trace), "-o", str(tmp_path / "x.yaml"), "--arrivals", "hmm"]
+    )
+    assert res.exit_code != 0 and "gamma, mmpp or auto" in res.output

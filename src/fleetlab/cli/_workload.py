@@ -167,20 +167,41 @@ def fit_cmd(
     ),
     format: str | None = _FORMAT,
     seed: int = _SEED,
+    arrivals: str = typer.Option(
+        "gamma",
+        "--arrivals",
+        help="Burstiness: gamma (renewal, default), mmpp, or auto (the better of the two "
+        "on its own fidelity report).",
+    ),
     force: bool = _FORCE,
     json_out: bool = JsonOption,
 ) -> None:
     """Fit a generative workload model to a trace and write it as YAML/JSON."""
     from fleetlab import traces, workload
 
+    if arrivals not in ("gamma", "mmpp", "auto"):
+        raise typer.BadParameter(
+            f"expected gamma, mmpp or auto (found {arrivals!r})", param_hint="--arrivals"
+        )
     _refuse_existing(output, force)
     _refuse_existing(report, force)
-    config = {"trace": str(trace), "output": str(output), "format": format, "seed": seed}
+    config = {
+        "trace": str(trace),
+        "output": str(output),
+        "format": format,
+        "seed": seed,
+        "arrivals": arrivals,
+    }
     with recorded_run("workload fit", config, [trace]) as run:
         with err.status("reading…"):
             frame = traces.load(trace, format=format)
         with err.status(f"fitting {frame.height:,} rows…"):
-            model, diagnostics = workload.fit(frame, seed=seed, source_path=str(trace))
+            model, diagnostics = workload.fit(
+                frame,
+                seed=seed,
+                source_path=str(trace),
+                arrivals=arrivals,  # type: ignore[arg-type]  # checked above
+            )
         workload.save_model(model, output, overwrite=force)
         run.add_artifact(output.name, output)
         if report is not None:
@@ -216,6 +237,13 @@ def _model_report(model: workload.WorkloadModel, diagnostics: dict[str, Any], tr
     return workload.model_section(Report("Workload model", str(trace)), model, diagnostics)
 
 
+def _batch_mean(batch: workload.Marginal | None) -> float | None:
+    """Mean events per arrival instant of a discrete batch marginal (None otherwise)."""
+    if batch is None or batch.values is None or batch.probs is None:
+        return None
+    return float(sum(v * p for v, p in zip(batch.values, batch.probs, strict=True)))
+
+
 def _model_summary(model: workload.WorkloadModel, path: Path) -> dict[str, Any]:
     a = model.arrival
     return {
@@ -228,6 +256,10 @@ def _model_summary(model: workload.WorkloadModel, path: Path) -> dict[str, Any]:
         "mean_rate_per_s": a.rate.mean_rate_per_s,
         "renewal": a.renewal.family,
         "renewal_cv": a.renewal.cv,
+        "process": a.process,
+        "mmpp_states": len(a.mmpp.rates) if a.mmpp else 0,
+        "trend_days": len(a.rate.trend) if a.rate.trend else 0,
+        "batch_mean": _batch_mean(a.batch),
         "grid_s": a.quantum_s,
         "fields": len(model.fields),
         "entities": model.entity.count if model.entity else 0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -12,11 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from fleetlab.errors import ConfigError
 from fleetlab.sim import Streams
 from fleetlab.workload._marginals import draw, fit_marginal, km_marginal, knots
+from fleetlab.workload._mmpp import fit_mmpp
 from fleetlab.workload._model import (
     Arrival,
     Copula,
     Entity,
     Marginal,
+    Mmpp,
     RateCurve,
     Renewal,
     Source,
@@ -35,6 +37,14 @@ from fleetlab.workload._views import event_frame, resolve_table, view_of
 DAY = 86400.0
 WEEK = 7 * DAY
 
+MODEL_TABLES = ("requests", "invocations", "vms")
+"""Canonical tables :func:`fit` models (events with sizes, entities and arrivals)."""
+GRAPH_TABLES = ("spans", "flows")
+"""Tables the depgraph generator synthesizes instead (call trees, service-pair traffic)."""
+
+ArrivalChoice = Literal["gamma", "mmpp", "auto"]
+"""Burstiness choices of :func:`fit`: Gamma renewal, MMPP, or the better by IDC."""
+
 
 class FitOptions(BaseModel):
     """Options of :func:`fit` (defaults are the documented choices).
@@ -46,7 +56,11 @@ class FitOptions(BaseModel):
     ``renewal_ks_threshold`` the same for Gamma inter-arrivals);
     ``entity_top``: entities whose shares are stored explicitly; ``entity_own_sizes``:
     how many of the biggest entities get their own size marginals, each needing at
-    least ``entity_min_events`` events; ``copula_sample``: rows used for the copula.
+    least ``entity_min_events`` events; ``copula_sample``: rows used for the copula;
+    ``mmpp_bin_factor``: an MMPP's rate curve uses bins with this many times
+    ``min_events_per_bin`` (256 events by default), so its hidden states carry the
+    modulation inside a bin instead of adding it again on top of a fine curve;
+    ``mmpp_max_states``: the MMPP tries 2..this many hidden states (BIC picks one).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +73,8 @@ class FitOptions(BaseModel):
     entity_own_sizes: int = Field(8, ge=0)
     entity_min_events: int = Field(500, ge=10)
     copula_sample: int = Field(200_000, ge=100)
+    mmpp_bin_factor: float = Field(8.0, ge=1.0)
+    mmpp_max_states: int = Field(4, ge=2, le=4)
 
 
 def choose_period(duration_s: float) -> float:
@@ -86,6 +102,7 @@ def fit_rate_curve(
     *,
     quantum_s: float | None = None,
     noise_cv: float | None = None,
+    trend: np.ndarray | None = None,
 ) -> RateCurve:
     """Piecewise-constant rate over one period from event times ``t`` (s from 0, sorted).
 
@@ -100,6 +117,10 @@ def fit_rate_curve(
     shrinkage a Poisson trace would come back with twice its variance). When w >= 0.5
     the curve is mostly signal and is kept as seen: shrinking it would put events into
     the idle periods of on/off traces (Azure code) and lose their long gaps.
+
+    With ``trend`` (one factor per day from the trace start, see :func:`fit_trend`),
+    each bin's exposure is weighted by the trend at that time, so the levels are the
+    detrended period shape and ``levels x trend`` has the observed counts.
     """
     period = choose_period(duration_s)
     bin_s = choose_bin(t.size, duration_s, period, opts)
@@ -112,6 +133,10 @@ def fit_rate_curve(
     starts = np.arange(n_abs) * bin_s
     covered = np.clip(duration_s - starts, 0.0, bin_s)
     covered[-1] = max(covered[-1], 1e-9)
+    trend_bin = trend_step(bin_s) if trend is not None else None
+    if trend is not None and trend_bin is not None:
+        day = np.minimum((starts // trend_bin).astype(np.int64), trend.size - 1)
+        covered = covered * trend[day]
     exposure = np.bincount(np.arange(n_abs) % n_levels, weights=covered, minlength=n_levels)
     levels = np.where(exposure > 0, counts / np.maximum(exposure, 1e-12), 0.0)
     if noise_cv is not None and n_levels >= 3:
@@ -123,7 +148,93 @@ def fit_rate_curve(
         period_s=n_levels * bin_s,
         levels=[float(f"{x:.6g}") for x in levels],
         mean_rate_per_s=float(t.size / duration_s) if duration_s > 0 else 0.0,
+        trend_bin_s=trend_bin,
+        trend=[float(f"{x:.6g}") for x in trend] if trend is not None else None,
     )
+
+
+def trend_step(bin_s: float) -> float:
+    """Length of one trend step: a day, rounded up to whole rate-curve bins."""
+    return bin_s * max(1, math.ceil(DAY / bin_s - 1e-9))
+
+
+def fit_trend(
+    t: np.ndarray,
+    duration_s: float,
+    opts: FitOptions,
+    *,
+    noise_cv: float,
+    quantum_s: float | None = None,
+) -> np.ndarray | None:
+    """Slow long-term level of a trace of 14+ days, or None when its load is steady.
+
+    The trend is a factor per day: the 7-day centred moving average of the day's
+    events over the events the period shape expects that day (edges use the days
+    they have), normalised to unit mean over the trace, alternated twice with the
+    detrended shape (:func:`fit_rate_curve` with ``trend``). It is kept only when
+    the week-to-week counts vary beyond what the renewal process explains: with
+    ``noise = noise_cv^2 x expected`` per week, ``1 - noise / observed squared
+    deviation >= 0.5`` (the same empirical-Bayes factor as the level shrinkage).
+    A weekly average keeps the weekday pattern in the shape, where it belongs.
+    """
+    if duration_s < 14 * DAY or t.size < 2:
+        return None
+    curve = fit_rate_curve(t, duration_s, opts, quantum_s=quantum_s)
+    step = trend_step(curve.bin_s)
+    n_days = max(1, math.ceil(duration_s / step - 1e-9))
+    edges = np.minimum(np.arange(n_days + 1) * step, duration_s)
+    day = np.minimum((t // step).astype(np.int64), n_days - 1)
+    observed = np.bincount(day, minlength=n_days).astype(np.float64)
+    trend = np.ones(n_days)
+    week = max(1, round(7 * DAY / step))
+    for i in range(3):
+        expected = np.diff(operational_time(edges, curve))
+        if i == 0:  # is there a trend at all? weekly blocks against the renewal noise
+            blocks = np.arange(n_days) // week
+            ob = np.bincount(blocks, weights=observed)
+            ex = np.bincount(blocks, weights=expected)
+            ex *= ob.sum() / max(ex.sum(), 1e-12)
+            noise = noise_cv**2 * float(ex.sum())
+            dev = float(np.sum((ob - ex) ** 2))
+            if ob.size < 2 or dev <= 0 or 1.0 - noise / dev < 0.5:
+                return None
+        num = pl.Series(observed).rolling_sum(week, center=True, min_samples=1).to_numpy()
+        den = pl.Series(expected).rolling_sum(week, center=True, min_samples=1).to_numpy()
+        factor = np.where(den > 0, num / np.maximum(den, 1e-12), 1.0)
+        trend = trend * factor
+        trend *= duration_s / max(float(np.sum(trend * np.diff(edges))), 1e-12)
+        curve = fit_rate_curve(t, duration_s, opts, quantum_s=quantum_s, trend=trend)
+    return trend
+
+
+def batch_instants(
+    t: np.ndarray, duration_s: float, opts: FitOptions, *, quantum_s: float | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Arrival instants and their batch sizes when events come in batches, else None.
+
+    Ties on a coarse grid are expected even without batches (Mooncake: 3.4 requests/s
+    on a 3 s grid fill every step). Batches are declared when the distinct times are
+    fewer than 80 % of the grid steps (or events, without a grid) that a batch-free
+    process with the same rate curve would occupy: per rate bin of ``c`` events over
+    ``m = bin / quantum`` steps, ``m (1 - exp(-c / m))``.
+    """
+    inst, sizes = np.unique(t, return_counts=True)
+    if sizes.max(initial=1) <= 1 or inst.size < 10:
+        return None
+    period = choose_period(duration_s)
+    bin_s = choose_bin(t.size, duration_s, period, opts)
+    if quantum_s:
+        bin_s = quantum_s * max(1, math.ceil(bin_s / quantum_s - 1e-9))
+    n_abs = max(1, math.ceil(duration_s / bin_s - 1e-9))
+    c = np.bincount(np.minimum((t // bin_s).astype(np.int64), n_abs - 1), minlength=n_abs)
+    if quantum_s:
+        m = bin_s / quantum_s
+        occupied = float(np.sum(m * -np.expm1(-c / m)))
+    else:
+        occupied = float(t.size)
+    if inst.size >= 0.8 * occupied:
+        return None
+    return inst, sizes
 
 
 def _shrink(levels: np.ndarray, exposure: np.ndarray, noise_cv: float) -> np.ndarray:
@@ -143,13 +254,45 @@ def _shrink(levels: np.ndarray, exposure: np.ndarray, noise_cv: float) -> np.nda
 
 
 def operational_time(t: np.ndarray, rate: RateCurve, scale: float = 1.0) -> np.ndarray:
-    """Lambda(t): expected events in [0, t) under the rate curve times ``scale``."""
+    """Lambda(t): expected events in [0, t) under the rate curve times ``scale``.
+
+    With a trend, the curve is ``levels x trend`` up to the trend's end and the
+    periodic levels times the last trend factor after it.
+    """
     lv = np.asarray(rate.levels) * scale
     cum = np.concatenate([[0.0], np.cumsum(lv * rate.bin_s)])
     per_cycle = cum[-1]
-    cycles = np.floor(t / rate.period_s)
-    rem = t - cycles * rate.period_s
-    return cycles * per_cycle + np.interp(rem, np.arange(lv.size + 1) * rate.bin_s, cum)
+    t = np.asarray(t, dtype=np.float64)
+
+    def periodic(x: np.ndarray) -> np.ndarray:
+        cycles = np.floor(x / rate.period_s)
+        rem = x - cycles * rate.period_s
+        return cycles * per_cycle + np.interp(rem, np.arange(lv.size + 1) * rate.bin_s, cum)
+
+    head = trend_knots(rate, scale)
+    if head is None:
+        return periodic(t)
+    edges, cum_h = head
+    end = float(edges[-1])
+    out = np.interp(t, edges, cum_h)
+    after = t > end
+    if np.any(after):
+        last = float(rate.trend[-1]) if rate.trend else 1.0
+        base = periodic(np.array([end]))[0]
+        out[after] = cum_h[-1] + last * (periodic(t[after]) - base)
+    return out
+
+
+def trend_knots(rate: RateCurve, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bin edges (s) and cumulative expected events at them while the trend lasts, or None."""
+    if rate.trend is None or rate.trend_bin_s is None:
+        return None
+    per_day = round(rate.trend_bin_s / rate.bin_s)
+    n_abs = len(rate.trend) * per_day
+    idx = np.arange(n_abs)
+    lv = np.asarray(rate.levels)[idx % len(rate.levels)] * np.asarray(rate.trend)[idx // per_day]
+    cum = np.concatenate([[0.0], np.cumsum(lv * (rate.bin_s * scale))])
+    return np.arange(n_abs + 1, dtype=np.float64) * rate.bin_s, cum
 
 
 def fit_renewal(
@@ -211,14 +354,16 @@ def fit(
     seed: int = 0,
     options: FitOptions | None = None,
     source_path: str | None = None,
+    arrivals: ArrivalChoice = "gamma",
 ) -> tuple[WorkloadModel, dict[str, Any]]:
     """Fit a generative workload model to a canonical table.
 
     Parameters
     ----------
     frame
-        A canonical requests, invocations, vms, spans or flows table (see
-        ``fleetlab.traces.TABLES``); lazy frames are collected.
+        A canonical requests, invocations or vms table (see ``fleetlab.traces.TABLES``);
+        lazy frames are collected. Spans and flows are refused with a pointer to the
+        dependency-graph generator (``fleetlab.depgraph``).
     table
         The canonical table name; detected from the columns when omitted.
     seed
@@ -227,6 +372,16 @@ def fit(
         :class:`FitOptions`; the defaults are the documented choices.
     source_path
         Recorded in the model's ``source`` (no data from the file is kept).
+    arrivals
+        The burstiness component: ``"gamma"`` (the default: a Gamma renewal, or the
+        empirical gap distribution when no Gamma fits), ``"mmpp"`` (a 2..4-state
+        Markov-modulated Poisson process, states chosen by BIC) or ``"auto"`` (both
+        are fitted and one synthetic trace of each is compared with the input; the
+        MMPP is used when its worst ``distance / threshold`` over the arrival
+        statistics of :func:`compare` is at least 10 % lower, else the cheaper
+        renewal; this costs two syntheses and two comparisons). The renewal is
+        stored either way (with the MMPP it is the one fitted under the coarser rate
+        curve the MMPP uses, see ``FitOptions.mmpp_bin_factor``).
 
     Returns
     -------
@@ -237,12 +392,25 @@ def fit(
     Raises
     ------
     ConfigError
-        The table is not an event stream, or has fewer than 2 timed events.
+        The table is not an event stream or is spans/flows (the message names the
+        depgraph generator to use), or has fewer than 2 timed events (200 for
+        ``arrivals="mmpp"``), or ``arrivals`` is not one of the choices.
     """
+    if arrivals not in ("gamma", "mmpp", "auto"):
+        raise ConfigError(f"arrivals {arrivals!r}: expected one of 'gamma', 'mmpp', 'auto'")
     opts = options or FitOptions()
     df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     name = resolve_table(df, table)
     view = view_of(name)
+    if name in GRAPH_TABLES:
+        raise ConfigError(
+            f"cannot fit a workload model to a {name} table: the model covers independent "
+            f"events ({', '.join(MODEL_TABLES)}); {name} carry call trees / service-to-service "
+            "traffic, which the dependency-graph generator reproduces: mine the graph "
+            "(`fleetlab depgraph mine TRACE -o graph.json`) and synthesize with "
+            "`fleetlab depgraph generate` (library: fleetlab.depgraph.generate_spans / "
+            "generate_flows); `fleetlab characterize` still characterizes this table"
+        )
     every, fields, _ = event_frame(df, view, expand_seed=seed)
     ev = every.filter(pl.col("_t").is_not_null() & pl.col("_t").is_finite())
     if ev.height < 2:
@@ -260,21 +428,46 @@ def fit(
             "(expected a time span > 0)"
         )
     quantum = time_quantum(t)
+    batch: Marginal | None = None
+    batched = batch_instants(t, duration, opts, quantum_s=quantum)
+    sizes = None
+    if batched is not None:  # a compound process: instants x batch sizes
+        t, sizes = batched
+        batch, _ = fit_marginal(
+            sizes, integer=True, rng=streams.get("fit.batch"), ks_threshold=opts.ks_threshold
+        )
+        batch = batch.model_copy(update={"lower": 1.0})
     if quantum is not None:
         jitter = streams.get("fit.quantum").uniform(0.0, quantum, t.size)
-        t = np.sort(t + jitter)
+        order = np.argsort(t + jitter, kind="stable")
+        t = (t + jitter)[order]
+        sizes = sizes[order] if sizes is not None else None
         duration = float(t[-1])
-    raw = fit_rate_curve(t, duration, opts, quantum_s=quantum)
-    first = fit_renewal(
-        t, raw, ks_threshold=opts.renewal_ks_threshold, rng=streams.get("fit.renewal0")
-    )
-    rate = fit_rate_curve(t, duration, opts, quantum_s=quantum, noise_cv=first.cv)
-    renewal = fit_renewal(
-        t, rate, ks_threshold=opts.renewal_ks_threshold, rng=streams.get("fit.renewal")
-    )
+    rate, renewal, trend = _fit_arrivals(t, sizes, duration, quantum, opts, streams)
+    arrival = Arrival(rate=rate, renewal=renewal, quantum_s=quantum, batch=batch)
+    mmpp_arrival: Arrival | None = None
+    mmpp_diag: dict[str, Any] = {}
+    if arrivals != "gamma":
+        coarse = opts.model_copy(
+            update={"min_events_per_bin": opts.min_events_per_bin * opts.mmpp_bin_factor}
+        )
+        rate_m, renewal_m, _ = _fit_arrivals(t, sizes, duration, quantum, coarse, streams)
+        mmpp, mmpp_diag = _fit_process(t, rate_m, arrivals, opts.mmpp_max_states)
+        if mmpp is not None:
+            mmpp_arrival = arrival.model_copy(
+                update={"rate": rate_m, "renewal": renewal_m, "process": "mmpp", "mmpp": mmpp}
+            )
+            if arrivals == "mmpp":
+                arrival = mmpp_arrival
     integer = dict(view.fields)
     marginals: dict[str, Marginal] = {}
-    diagnostics: dict[str, Any] = {"candidates": {}, "renewal": renewal.model_dump()}
+    diagnostics: dict[str, Any] = {
+        "candidates": {},
+        "renewal": renewal.model_dump(),
+        "trend_days": len(trend) if trend is not None else 0,
+        "batch_mean": float(np.mean(batched[1])) if batched is not None else None,
+        "arrivals": {"chosen": arrival.process, **mmpp_diag},
+    }
     for f in fields:
         values = every[f].drop_nulls().to_numpy()
         if f == "lifetime_s":
@@ -295,13 +488,130 @@ def fit(
         table=name,
         time_column=view.time,
         source=Source(table=name, rows=df.height, duration_s=duration, path=source_path),
-        arrival=Arrival(rate=rate, renewal=renewal, quantum_s=quantum),
+        arrival=arrival,
         fields=marginals,
         copula=copula,
         entity=entity,
         lifetime_column="lifetime_s" if "lifetime_s" in marginals else None,
     )
+    if arrivals == "auto":
+        model = _auto_select(df, model, mmpp_arrival, seed, diagnostics)
     return model, diagnostics
+
+
+def _fit_arrivals(
+    t: np.ndarray,
+    sizes: np.ndarray | None,
+    duration: float,
+    quantum: float | None,
+    opts: FitOptions,
+    streams: Streams,
+) -> tuple[RateCurve, Renewal, np.ndarray | None]:
+    """Rate curve (of instants, when batched), renewal and trend of sorted times ``t``.
+
+    With batches (``sizes`` per instant) the curve is fitted on the events, so hours
+    with big batches keep their load, and divided by the mean batch size: the instants
+    follow it and each brings a batch. The renewal is fitted on the instants. The
+    shrinkage noise of a compound count is ``E x (cv^2 x mean + var / mean)`` per bin
+    of ``E`` expected events.
+    """
+    ks = opts.renewal_ks_threshold
+    if sizes is None:
+        events, mean_b, var_b = t, 1.0, 0.0
+    else:
+        events = np.repeat(t, sizes)
+        mean_b, var_b = float(np.mean(sizes)), float(np.var(sizes))
+
+    def curve(noise_cv: float | None, trend: np.ndarray | None) -> RateCurve:
+        c = fit_rate_curve(
+            events, duration, opts, quantum_s=quantum, noise_cv=noise_cv, trend=trend
+        )
+        if sizes is None:
+            return c
+        return c.model_copy(
+            update={
+                "levels": [float(f"{x / mean_b:.6g}") for x in c.levels],
+                "mean_rate_per_s": c.mean_rate_per_s / mean_b,
+            }
+        )
+
+    def noise(cv_inst: float) -> float:
+        return math.sqrt(cv_inst**2 * mean_b + var_b / mean_b)
+
+    raw = curve(None, None)
+    first = fit_renewal(t, raw, ks_threshold=ks, rng=streams.get("fit.renewal0"))
+    trend = fit_trend(events, duration, opts, noise_cv=noise(first.cv), quantum_s=quantum)
+    if trend is not None:
+        first = fit_renewal(t, curve(None, trend), ks_threshold=ks, rng=streams.get("fit.renewal0"))
+    rate = curve(noise(first.cv), trend)
+    renewal = fit_renewal(t, rate, ks_threshold=ks, rng=streams.get("fit.renewal"))
+    return rate, renewal, trend
+
+
+def _fit_process(
+    t: np.ndarray, rate: RateCurve, arrivals: str, max_states: int
+) -> tuple[Mmpp | None, dict[str, Any]]:
+    """The MMPP on the operational times of ``t`` under ``rate``, with its diagnostics.
+
+    Raises
+    ------
+    ConfigError
+        ``arrivals="mmpp"`` and fewer than 200 arrival instants.
+    """
+    mmpp, rows = fit_mmpp(operational_time(t, rate), states=tuple(range(2, max_states + 1)))
+    if mmpp is None and arrivals == "mmpp":
+        raise ConfigError(
+            f"cannot fit an MMPP: {t.size} arrival instants (expected at least 200); "
+            "use arrivals='gamma'"
+        )
+    return mmpp, {"mmpp": rows}
+
+
+ARRIVAL_STATS = ("event_count", "rate_curve", "iat_cv", "renewal_cv", "acf_counts", "idc")
+
+
+def _auto_select(
+    df: pl.DataFrame,
+    model: WorkloadModel,
+    candidate: Arrival | None,
+    seed: int,
+    diag: dict[str, Any],
+) -> WorkloadModel:
+    """``arrivals="auto"``: the process whose own fidelity report on arrivals is better.
+
+    One synthetic realization of each candidate (seeded from ``seed``) is compared
+    with the trace; the score is the worst ``distance / threshold`` over the arrival
+    statistics of :func:`compare` that it judges. The MMPP must beat the renewal's
+    score by 10 % (the renewal is the cheaper one to synthesize).
+    """
+    from fleetlab.workload._compare import Thresholds, compare
+
+    if candidate is None:
+        return model
+    th = Thresholds().model_dump()
+    keys = {
+        "event_count": "count_rel",
+        "rate_curve": "rate_curve",
+        "iat_cv": "cv_rel",
+        "renewal_cv": "cv_rel",
+        "acf_counts": "acf",
+        "idc": "idc_log",
+    }
+    mm = model.model_copy(update={"arrival": candidate})
+    scores: dict[str, float] = {}
+    for name, cand in (("renewal", model), ("mmpp", mm)):
+        cmp = compare(df, cand.sample(seed=seed + 7919))
+        worst = 0.0
+        for r in cmp.table.to_dicts():
+            judged = r["verdict"] in ("pass", "fail") and r["distance"] is not None
+            if judged and r["statistic"] in ARRIVAL_STATS and r["field"] == "":
+                worst = max(worst, float(r["distance"]) / th[keys[r["statistic"]]])
+        scores[name] = worst
+    diag["arrivals"]["score"] = scores
+    if scores["mmpp"] < 0.9 * scores["renewal"]:
+        diag["arrivals"]["chosen"] = "mmpp"
+        return mm
+    return model
 
 
 def _censored_lifetimes(df: pl.DataFrame, fitted: Marginal) -> Marginal:

@@ -3,8 +3,10 @@
 A model has four parts (see docs/workload.md for the reasoning):
 
 * ``arrival``: a piecewise-constant rate curve over one period (the observed trace, or
-  its daily/weekly profile when the trace is long) times a Gamma renewal process in
-  operational time, whose coefficient of variation carries the short-term burstiness;
+  its daily/weekly profile when the trace is long; times a per-day trend when the load
+  drifts) times a Gamma renewal process in operational time, whose coefficient of
+  variation carries the short-term burstiness (or, as an option, a Markov-modulated
+  Poisson process); with batch arrivals, each arrival instant brings a batch of events;
 * ``fields``: one marginal per size field (a parametric family chosen by AIC when it
   passes the KS threshold, else an empirical quantile function);
 * ``copula``: a Gaussian copula (a correlation matrix of normal scores) for dependence;
@@ -22,7 +24,14 @@ from typing import Any, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fleetlab.errors import ConfigError, DataNotFoundError, FleetlabError
 
@@ -70,12 +79,28 @@ class RateCurve(_Frozen):
     ``levels[i]`` is the rate in ``[i * bin_s, (i + 1) * bin_s)`` of the period. The
     period is the observed trace for short traces, one day (traces of 2+ days) or one
     week (14+ days), in which case the levels are the mean over the observed cycles.
+
+    ``trend`` (traces of 14+ days whose load drifts beyond the renewal noise, e.g. the
+    growing Alibaba GPU 2023 cluster): a multiplicative long-term level per
+    ``trend_bin_s`` step (one day), a 7-day moving average of the observed over the
+    expected counts, with unit mean over the trace. The rate at ``t`` is
+    ``levels[(t // bin_s) % len(levels)] * trend[t // trend_bin_s]``; after the trace's
+    end the last level is held (no extrapolation of growth), so a longer synthetic
+    trace repeats the period at the final load.
     """
 
     bin_s: float = Field(gt=0)
     period_s: float = Field(gt=0)
     levels: list[float]
     mean_rate_per_s: float = Field(ge=0)
+    trend_bin_s: float | None = Field(
+        None, gt=0, description="length of one trend step (a day, in whole bins)"
+    )
+    trend: list[float] | None = Field(
+        None,
+        description="slow level: factor on the levels in [i * trend_bin_s, (i + 1) * trend_bin_s)"
+        " from the trace start; the last factor is held after the end",
+    )
 
     @field_validator("levels")
     @classmethod
@@ -83,6 +108,26 @@ class RateCurve(_Frozen):
         if not v or min(v) < 0:
             raise ValueError("levels must be a non-empty list of rates >= 0")
         return v
+
+    @field_validator("trend")
+    @classmethod
+    def _trend_non_negative(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or min(v) < 0):
+            raise ValueError("trend must be a non-empty list of factors >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _trend_bin(self) -> RateCurve:
+        if (self.trend is None) != (self.trend_bin_s is None):
+            raise ValueError("trend and trend_bin_s go together (both set or both null)")
+        if self.trend_bin_s is not None:
+            steps = self.trend_bin_s / self.bin_s
+            if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
+                raise ValueError(
+                    f"trend_bin_s must be a whole number of bins of {self.bin_s:g} s "
+                    f"(found {self.trend_bin_s:g} s)"
+                )
+        return self
 
 
 class Renewal(_Frozen):
@@ -102,17 +147,69 @@ class Renewal(_Frozen):
     gaps: Marginal | None = None
 
 
+class Mmpp(_Frozen):
+    """Markov-modulated Poisson burstiness in operational time (2..4 hidden states).
+
+    State ``i`` emits events at ``rates[i]`` per unit of operational time (one unit is
+    one expected event, so the stationary mean of the rates is 1); the hidden state
+    jumps with the generator ``generator`` (rows sum to 0, per unit of operational
+    time). Fitted by EM on counts in windows of ``window`` units; ``bic`` of that fit.
+    """
+
+    rates: list[float]
+    generator: list[list[float]]
+    window: float = Field(gt=0)
+    bic: float | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Mmpp:
+        k = len(self.rates)
+        if not 1 <= k <= 8 or min(self.rates) < 0:
+            raise ValueError(f"rates must be 1..8 rates >= 0 (found {k})")
+        if len(self.generator) != k or any(len(r) != k for r in self.generator):
+            raise ValueError(f"generator must be a {k} x {k} matrix")
+        for i, row in enumerate(self.generator):
+            if any(x < 0 for j, x in enumerate(row) if j != i) or abs(sum(row)) > 1e-6 * (
+                1 + abs(row[i])
+            ):
+                raise ValueError(
+                    f"generator row {i} must have off-diagonal entries >= 0 and sum to 0"
+                )
+        return self
+
+
 class Arrival(_Frozen):
-    """Arrival process: rate curve times renewal burstiness.
+    """Arrival process: rate curve times renewal burstiness (times batch sizes).
 
     ``quantum_s``: the source trace's timestamps are on a grid of this spacing (batches,
     as in the Mooncake trace); the process is fitted on times spread uniformly within
     each grid step and synthetic times are floored back onto the grid.
+
+    ``batch``: a compound process. The rate curve and renewal then describe arrival
+    *instants* (distinct timestamps) and each instant brings ``batch`` events (an
+    integer marginal >= 1), all at the same time: jobs whose tasks are created
+    together (Alibaba 2017 tasks, Alibaba GPU 2025 DLRM instances). Fitted when the
+    trace has far fewer distinct timestamps than its rate and grid would give (see
+    docs/workload.md); ``scale`` multiplies the instants, not the batch sizes.
+
+    ``process``: ``renewal`` (the default) or ``mmpp`` (the :class:`Mmpp` replaces the
+    renewal in operational time; the renewal is still stored, for reports).
     """
 
     rate: RateCurve
     renewal: Renewal
     quantum_s: float | None = Field(None, gt=0)
+    batch: Marginal | None = None
+    process: Literal["renewal", "mmpp"] = Field(
+        "renewal", description="which burstiness component synthesis uses"
+    )
+    mmpp: Mmpp | None = None
+
+    @model_validator(mode="after")
+    def _process(self) -> Arrival:
+        if self.process == "mmpp" and self.mmpp is None:
+            raise ValueError("process 'mmpp' needs the mmpp parameters")
+        return self
 
 
 class Copula(_Frozen):

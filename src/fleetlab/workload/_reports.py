@@ -199,6 +199,10 @@ def model_section(
             "mean rate (1/s)": a.rate.mean_rate_per_s,
             "renewal": a.renewal.family,
             "renewal CV": a.renewal.cv,
+            "burstiness used": a.process
+            + (f" ({len(a.mmpp.rates)} states)" if a.process == "mmpp" and a.mmpp else ""),
+            "trend (days)": len(a.rate.trend) if a.rate.trend else "none",
+            "batches": "per instant, " + a.batch.kind if a.batch else "none",
             "grid (s)": a.quantum_s or "none",
         }
     )

@@ -70,17 +70,28 @@ def index_of_dispersion(
 
     Window sizes that fit fewer than ``min_windows`` times into the trace are skipped.
     A Poisson process has IDC 1 at every window; renewal processes tend to CV^2.
-    ``counter`` (from :func:`count_cache`) reuses one pass over the events.
+    ``counter`` (from :func:`count_cache`) reuses one pass over the events. Without
+    it, windows far more numerous than the events (0.1 s over months) are summed from
+    the non-empty windows only (the same variance, without the zeros in memory).
     """
     out = []
     span = (float(times.max()) if end is None else end) if times.size else 0.0
     for w in windows:
         if span / w < min_windows:
             continue
-        c = counter(w) if counter is not None else counts(times, w, end=span)
-        m = float(c.mean())
+        n_bins = math.floor(span / w + 1e-9)
+        if counter is None and n_bins > 4 * times.size:  # sparse: only the non-empty windows
+            idx = np.floor(times / w).astype(np.int64)
+            _, k = np.unique(idx[(idx >= 0) & (idx < n_bins)], return_counts=True)
+            k = k.astype(np.float64)
+            m = float(k.sum()) / n_bins
+            var = float(np.sum(k * k)) / n_bins - m * m
+        else:
+            c = counter(w) if counter is not None else counts(times, w, end=span)
+            m = float(c.mean())
+            var = float(c.var())
         if m > 0:
-            out.append({"window_s": w, "idc": float(c.var() / m), "mean_count": m})
+            out.append({"window_s": w, "idc": max(var, 0.0) / m, "mean_count": m})
     return out
 
 

@@ -2,8 +2,11 @@
 
 Arrivals: unit-mean Gamma gaps (shape 1/cv^2) are summed in operational time and
 mapped back to wall-clock time through the inverse of the cumulative rate curve
-(times ``scale``). Scaling multiplies the rate curve, so the curve's shape, the
-renewal CV and the index of dispersion of the renewal part stay as fitted.
+(times ``scale``; with a trend, over the trend's days, then the period at the last
+level). Scaling multiplies the rate curve, so the curve's shape, the renewal CV and
+the index of dispersion of the renewal part stay as fitted. An MMPP model draws its
+operational times from the MMPP instead; a batched model repeats each instant's time
+for a batch size drawn from the ``batches`` stream.
 
 Every chunk draws from named streams (``arrivals``, ``copula``, ``entity``) in order,
 so the output depends only on the model, duration, scale and seed: not on the chunk
@@ -25,7 +28,9 @@ import polars as pl
 from fleetlab.errors import ConfigError, FleetlabError
 from fleetlab.sim import Streams
 from fleetlab.traces import TABLES, canonical
+from fleetlab.workload._fit import operational_time, trend_knots
 from fleetlab.workload._marginals import draw, knots
+from fleetlab.workload._mmpp import MmppSampler
 from fleetlab.workload._model import Marginal, WorkloadModel
 from fleetlab.workload._parquet import ChunkWriter
 
@@ -73,7 +78,13 @@ def _check(model: WorkloadModel, duration_s: float, scale: float) -> None:
 class _Arrivals:
     """Stateful inverse of the cumulative rate curve; created per synthesis run."""
 
-    def __init__(self, model: WorkloadModel, scale: float, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        model: WorkloadModel,
+        scale: float,
+        rng: np.random.Generator,
+        batch_rng: np.random.Generator | None = None,
+    ) -> None:
         rate = model.arrival.rate
         lv = np.asarray(rate.levels, dtype=np.float64) * scale
         self.cum = np.concatenate([[0.0], np.cumsum(lv * rate.bin_s)])
@@ -87,13 +98,58 @@ class _Arrivals:
         self.quantum = model.arrival.quantum_s
         self.rng = rng
         self.u = 0.0
+        self.started = False
+        arrival = model.arrival
+        use_mmpp = arrival.process == "mmpp" and arrival.mmpp is not None
+        self.mmpp = MmppSampler(arrival.mmpp, rng) if use_mmpp and arrival.mmpp else None
+        head = trend_knots(rate, scale)
+        self.head_t: np.ndarray | None = head[0] if head is not None else None
+        self.head_u: np.ndarray | None = head[1] if head is not None else None
+        if head is not None:  # after the trend's end: the period at the last trend factor
+            self.last = float(rate.trend[-1]) if rate.trend else 1.0
+            self.end_u = float(head[1][-1])
+            self.base_u = _periodic_lambda(float(head[0][-1]), rate, scale)
+        self.batch = model.arrival.batch
+        self.batch_table = knots(self.batch) if self.batch is not None else None
+        self.batch_rng = batch_rng
+        self.pending = np.empty(0)
+        if self.batch is not None and self.batch_table is not None:
+            zk, xk = self.batch_table
+            w = np.diff(zk, prepend=0.0) if self.batch.kind == "discrete" else np.exp(-0.5 * zk**2)
+            self.batch_mean = max(1.0, float(np.sum(w * xk) / np.sum(w)))
 
     def next(self, n: int) -> np.ndarray:
+        """The next ``n`` event times (sorted); batches repeat their instant's time."""
+        if self.batch is None:
+            return self._instants(n)
+        assert self.batch_rng is not None and self.batch_table is not None
+        parts = [self.pending]
+        have = self.pending.size
+        while have < n:
+            k = int((n - have) / self.batch_mean) + 16
+            ti = self._instants(k)
+            sizes = draw(self.batch, self.batch_rng.standard_normal(k), self.batch_table)
+            reps = np.maximum(sizes, 1.0).astype(np.int64)
+            parts.append(np.repeat(ti, reps))
+            have += int(reps.sum())
+        allt = np.concatenate(parts)
+        self.pending = allt[n:]
+        return allt[:n]
+
+    def _instants(self, n: int) -> np.ndarray:
+        if self.mmpp is not None:  # operational times straight from the MMPP
+            t = self._invert(self.mmpp.next(n))
+            if self.quantum:
+                t = np.floor(t / self.quantum) * self.quantum
+            return t
         if self.gaps is not None:
             gaps = draw(self.gaps, self.rng.standard_normal(n), self.table)
         else:
             gaps = self.rng.standard_gamma(self.shape, n)
             gaps *= 1.0 / self.shape
+        if not self.started:  # time 0 is an event, as in the source (fit puts it there)
+            gaps[0] = 0.0
+            self.started = True
         u = np.cumsum(gaps)
         u += self.u
         self.u = float(u[-1])
@@ -103,6 +159,21 @@ class _Arrivals:
         return t
 
     def _invert(self, u: np.ndarray) -> np.ndarray:
+        """Wall-clock times of sorted operational times ``u`` (with a trend: head, then tail)."""
+        if self.head_u is None:
+            return self._invert_periodic(u)
+        cut = int(np.searchsorted(u, self.end_u, side="right"))
+        out = np.empty_like(u)
+        assert self.head_t is not None
+        out[:cut] = np.interp(u[:cut], self.head_u, self.head_t)
+        if cut < u.size:
+            if self.last > 0:
+                out[cut:] = self._invert_periodic(self.base_u + (u[cut:] - self.end_u) / self.last)
+            else:  # the load ended with the trace: no events after it
+                out[cut:] = np.inf
+        return out
+
+    def _invert_periodic(self, u: np.ndarray) -> np.ndarray:
         """Wall-clock times of sorted operational times ``u`` (a merge, not a search per event)."""
         c0 = int(u[0] // self.per_cycle)
         c1 = int(u[-1] // self.per_cycle)
@@ -125,6 +196,12 @@ class _Arrivals:
         seg = np.repeat(np.arange(-1, knot_u.size), counts)
         seg = np.clip(seg, 0, knot_u.size - 2)
         return knot_t[seg] + (u - knot_u[seg]) * slope[seg]
+
+
+def _periodic_lambda(t: float, rate: Any, scale: float) -> float:
+    """Lambda of the periodic levels alone (no trend) at time ``t``."""
+    periodic = rate.model_copy(update={"trend": None, "trend_bin_s": None})
+    return float(operational_time(np.array([t]), periodic, scale)[0])
 
 
 def _by_segment(
@@ -193,7 +270,12 @@ def iter_chunks(
     duration = float(duration_s if duration_s is not None else model.source.duration_s)
     _check(model, duration, scale)
     streams = Streams(seed)
-    arrivals = _Arrivals(model, scale, streams.get("arrivals"))
+    arrivals = _Arrivals(
+        model,
+        scale,
+        streams.get("arrivals"),
+        streams.get("batches") if model.arrival.batch is not None else None,
+    )
     fields = list(model.fields)
     cop_fields = model.copula.fields if model.copula else []
     order = cop_fields + [f for f in fields if f not in cop_fields]
