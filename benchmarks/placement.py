@@ -2,22 +2,32 @@
 
 Runs, in one process:
 
-1. fleetlab's allocator (servers grouped into classes of identical resource state;
-   score-based policies keep, per request shape, a heap of classes keyed by score) and a peer: the straightforward numpy
-   bin-packer that scores every server per request (what a "toy bin-packer" does),
-   on the same request stream; both must make the same decisions. Prints decisions/s
-   of each and the ratio.
-2. Every policy's decisions/s on the same stream (fleetlab only).
-3. On each real trace in the mirror: peak servers used by best-fit and FGD vs the
-   fluid and LP lower bounds.
+1. fleetlab's compiled kernel (``place_stream``: per request shape a tournament tree
+   of server scores, in numba), fleetlab's Python policy path (servers grouped into
+   classes of identical resource state; score-based policies keep, per request shape,
+   a heap of classes keyed by score) and a peer: the straightforward numpy bin-packer
+   that scores every server per request (what a "toy bin-packer" does), on the same
+   request stream; all three must make the same decisions. Prints decisions/s of each
+   (wall clock and per CPU-second) and the ratios.
+2. The allocator service: decision latency inside the service (``Allocator.allocate``
+   and ``handle``, no sockets) and the HTTP round trip on loopback, with releases.
+3. Every policy's decisions/s on the same stream: the kernel for the score-based
+   policies, the Python path for all (and whether they agree).
+4. The kernel alone on a longer stream (``--kernel-requests``, default 200,000) that
+   loads the cluster, so departures keep pace with arrivals.
+5. On each real trace in the mirror: peak servers used by best-fit and FGD vs the
+   fluid and LP lower bounds, then the FGD protocol on openb.
 
-Usage: ``python benchmarks/placement.py [--servers 10000] [--requests 20000]``
+Usage: ``python benchmarks/placement.py [--servers 10000] [--requests 20000] [--repeat 3]
+[--kernel-requests 200000] [--service-requests 60000] [--service-only | --no-traces |
+--traces-only]``
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -28,6 +38,19 @@ import polars as pl
 from fleetlab import placement as P
 from fleetlab.placement._state import ClusterState, ask_of
 from fleetlab.sim import Streams
+
+#: the policies with a compiled form (``place_stream``)
+KERNEL_POLICIES = (
+    "first-fit",
+    "best-fit",
+    "best-fit-l2",
+    "worst-fit",
+    "dot-product",
+    "tetris",
+    "most-allocated",
+    "least-allocated",
+    "rtcr",
+)
 
 
 def vm_stream(n: int, servers: int, seed: int = 0) -> pl.DataFrame:
@@ -99,28 +122,102 @@ def fleetlab_run(
     return where, time.perf_counter() - t0, time.process_time() - c0
 
 
+def kernel_run(
+    cluster: P.Cluster, reqs: P.Requests, policy: P.Policy, repeat: int = 1
+) -> tuple[np.ndarray, float, float]:
+    """The compiled kernel over the same stream: decisions, wall s, CPU s (best of ``repeat``).
+
+    The VM is shared with other processes, so the fastest of a few runs is the figure
+    least disturbed by them (each run is a fresh, complete replay).
+    """
+    best_wall = best_cpu = math.inf
+    node = np.zeros(0, dtype=np.int64)
+    for _ in range(max(repeat, 1)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        node = P.place_stream(cluster, reqs, policy).node
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return node, best_wall, best_cpu
+
+
+def _pct(lat: list[float]) -> str:
+    ms = np.array(lat) * 1e3
+    return (
+        f"p50 {np.percentile(ms, 50):.3f} ms  p99 {np.percentile(ms, 99):.3f} ms  "
+        f"p99.9 {np.percentile(ms, 99.9):.3f} ms  max {ms.max():.3f} ms"
+    )
+
+
+def _timed(call, body: dict, wall: list[float], cpu: list[float]) -> bool:
+    """Run ``call(body)``, appending its wall and this thread's CPU seconds."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    ok = call(body)
+    cpu.append(time.thread_time() - c0)
+    wall.append(time.perf_counter() - t0)
+    return ok
+
+
+def _replay_service(alloc: P.Allocator, vms: pl.DataFrame, call) -> tuple[list[float], list[float]]:
+    """Drive ``alloc`` along the stream: releases due, then one timed allocate each.
+
+    Returns the wall-clock and the thread-CPU seconds of each allocate: the CPU time
+    excludes the time the OS scheduler gave other processes (the VM is shared).
+    """
+    import heapq
+
+    wall: list[float] = []
+    cpu: list[float] = []
+    due: list[tuple[float, str]] = []
+    for r in vms.iter_rows(named=True):
+        while due and due[0][0] <= r["created_s"]:
+            alloc.release(heapq.heappop(due)[1])
+        body = {"vm_id": r["vm_id"], "cores": r["cores"], "memory_gb": r["memory_gb"]}
+        if _timed(call, body, wall, cpu):
+            heapq.heappush(due, (r["deleted_s"], r["vm_id"]))
+    return wall, cpu
+
+
 def service_latency(cluster: P.Cluster, vms: pl.DataFrame, n: int = 3000) -> None:
-    """Per-decision latency of the allocator, in-process and over HTTP on loopback."""
+    """Per-decision latency of the allocator: inside the service, and over HTTP on loopback.
+
+    Inside: ``Allocator.allocate`` (parse the body, decide, update the state) and
+    ``handle`` (JSON bytes in, HTTP response bytes out) over the whole stream with its
+    releases. HTTP: the first ``n`` requests through a socket with an httpx client.
+    """
     import asyncio
+    import json
     import threading
 
     import httpx
 
-    rows = vms.head(n).to_dicts()
-    alloc = P.Allocator(cluster, P.make_policy("best-fit"))
-    lat = []
-    for r in rows:
-        body = {"vm_id": r["vm_id"], "cores": r["cores"], "memory_gb": r["memory_gb"]}
-        t0 = time.perf_counter()
-        alloc.allocate(body)
-        lat.append(time.perf_counter() - t0)
-    ms = np.array(lat) * 1e3
+    pol = P.make_policy("best-fit")
+    alloc = P.Allocator(cluster, pol)
+    c0 = time.process_time()
+    lat, cpu = _replay_service(alloc, vms, lambda b: alloc.allocate(b) is not None)
+    total = time.process_time() - c0
+    snap = alloc.snapshot()
     print(
-        f"  in-process allocate: p50 {np.percentile(ms, 50):.3f} ms  "
-        f"p99 {np.percentile(ms, 99):.3f} ms  ({n} decisions, best-fit, "
-        f"{cluster.size} servers)"
+        f"  state at the end: {snap['vms']} VMs on {snap['used_servers']} servers, "
+        f"{snap['allocated']['cores']:.0%} of cores allocated, {snap['failures']} failures"
     )
-    alloc = P.Allocator(cluster, P.make_policy("best-fit"))
+    print(
+        f"  in-process allocate (parse + decide + state update), {len(lat)} decisions "
+        f"with releases, best-fit, {cluster.size} servers "
+        f"({total / len(lat) * 1e6:.0f} CPU-µs per request incl. releases):\n"
+        f"    wall {_pct(lat)}\n    CPU  {_pct(cpu)}"
+    )
+    alloc = P.Allocator(cluster, pol)
+
+    def via_handle(body: dict) -> bool:
+        out = P.handle(alloc, "POST", "/allocate", json.dumps(body).encode())
+        return out.startswith(b"HTTP/1.1 200")
+
+    lat, cpu = _replay_service(alloc, vms, via_handle)
+    print(
+        f"  in-process handle (JSON in, HTTP bytes out):\n    wall {_pct(lat)}\n    CPU  {_pct(cpu)}"
+    )
+    rows = vms.head(n).to_dicts()
+    alloc = P.Allocator(cluster, pol)
     loop = asyncio.new_event_loop()
     box: dict = {}
     ready = threading.Event()
@@ -145,11 +242,7 @@ def service_latency(cluster: P.Cluster, vms: pl.DataFrame, n: int = 3000) -> Non
             lat.append(time.perf_counter() - t0)
     loop.call_soon_threadsafe(box["srv"].close)
     th.join(5)
-    ms = np.array(lat) * 1e3
-    print(
-        f"  HTTP round trip (httpx client, keep-alive): p50 {np.percentile(ms, 50):.3f} ms  "
-        f"p99 {np.percentile(ms, 99):.3f} ms"
-    )
+    print(f"  HTTP round trip (httpx client, keep-alive, {n} requests): {_pct(lat)}")
 
 
 def main() -> None:
@@ -166,6 +259,21 @@ def main() -> None:
         action="store_true",
         help="Only measure the allocator service's decision latency.",
     )
+    ap.add_argument(
+        "--service-requests",
+        type=int,
+        default=60_000,
+        help="Requests replayed through the allocator service (default 60,000).",
+    )
+    ap.add_argument(
+        "--kernel-requests",
+        type=int,
+        default=200_000,
+        help="Requests of the kernel-only steady-state run (default 200,000).",
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="Kernel runs per figure (the fastest is kept)."
+    )
     ap.add_argument("--no-traces", action="store_true", help="Skip the real-trace part.")
     ap.add_argument("--traces-only", action="store_true", help="Only the real-trace part.")
     args = ap.parse_args()
@@ -178,36 +286,72 @@ def main() -> None:
     reqs = P.requests_from_vms(vm_stream(args.requests, args.servers), cluster)
     if args.service_only:
         print("allocator service latency:")
-        service_latency(cluster, vm_stream(args.requests, args.servers))
+        service_latency(cluster, vm_stream(args.service_requests, args.servers))
         return
     if args.traces_only:
         real_traces()
         return
     warm = reqs.take(np.arange(min(2000, reqs.size)))
     fleetlab_run(cluster, warm, P.make_policy("best-fit"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    kernel_run(cluster, warm, P.make_policy("best-fit"))  # loads (or compiles) the kernel
+    print(
+        f"kernel first call (load from numba's cache, or compile): "
+        f"{time.perf_counter() - t0:.2f} s wall, {time.process_time() - c0:.2f} CPU-s"
+    )
     print(f"cluster: {args.servers} servers (48 cores, 384 GiB); {reqs.size} requests")
+    comp, t_comp, c_comp = kernel_run(cluster, reqs, P.make_policy("best-fit"), args.repeat)
     ours, t_ours, c_ours = fleetlab_run(cluster, reqs, P.make_policy("best-fit"))
     peer, t_peer, c_peer = naive_best_fit(cluster, reqs)
-    same = bool((ours == peer).all())
+    same = bool((ours == peer).all() and (comp == ours).all())
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
-        f"best-fit  fleetlab {reqs.size / t_ours:>9,.0f} decisions/s wall "
+        f"best-fit  kernel {reqs.size / t_comp:>9,.0f} decisions/s wall "
+        f"({reqs.size / c_comp:,.0f}/CPU-s)   Python path {reqs.size / t_ours:>9,.0f} wall "
         f"({reqs.size / c_ours:,.0f}/CPU-s)   peer (numpy full scan) "
-        f"{reqs.size / t_peer:>9,.0f} wall ({reqs.size / c_peer:,.0f}/CPU-s)   "
-        f"ratio {c_peer / c_ours:.1f}x (CPU)   same decisions: {same}"
+        f"{reqs.size / t_peer:>9,.0f} wall ({reqs.size / c_peer:,.0f}/CPU-s)\n"
+        f"          kernel/peer {c_peer / c_comp:.0f}x, kernel/Python {c_ours / c_comp:.1f}x, "
+        f"Python/peer {c_peer / c_ours:.1f}x (CPU)   same decisions (all three): {same}"
     )
     print("\nallocator service latency:")
-    service_latency(cluster, vm_stream(args.requests, args.servers))
-    print("\nper policy (fleetlab, decisions incl. releases, same stream):")
+    service_latency(cluster, vm_stream(args.service_requests, args.servers))
+    print(
+        "\nper policy (decisions incl. releases, same stream; kernel where it has one, "
+        f"fastest of {args.repeat}):"
+    )
     for name in args.policies.split(","):
         pol = P.make_policy(name, seed=0)
         where, t, c = fleetlab_run(cluster, reqs, pol)
-        print(
-            f"  {name:<16} {reqs.size / t:>9,.0f} decisions/s wall  {reqs.size / c:>9,.0f}/CPU-s"
+        line = (
+            f"  {name:<16} Python {reqs.size / t:>9,.0f}/s wall {reqs.size / c:>9,.0f}/CPU-s"
             f"   failures {(where < 0).sum():>6}"
         )
+        if name in KERNEL_POLICIES:
+            k, tk, ck = kernel_run(cluster, reqs, pol, args.repeat)
+            line += (
+                f"   kernel {reqs.size / tk:>9,.0f}/s wall {reqs.size / ck:>9,.0f}/CPU-s"
+                f"   same: {bool((k == where).all())}"
+            )
+        print(line)
+    steady_state(cluster, args.servers, args.kernel_requests, args.repeat)
     if not args.no_traces:
         real_traces()
+
+
+def steady_state(cluster: P.Cluster, servers: int, n: int, repeat: int) -> None:
+    """The kernel on a stream long enough to reach a loaded cluster (best of ``repeat``)."""
+    reqs = P.requests_from_vms(vm_stream(n, servers), cluster)
+    print(f"\nkernel on a longer stream ({n:,} requests, best of {repeat}; CPU-s and wall):")
+    for name in KERNEL_POLICIES:
+        pol = P.make_policy(name)
+        node, wall, cpu = kernel_run(cluster, reqs, pol, repeat)
+        end = reqs.arrival[-1]
+        live = (node >= 0) & (reqs.departure > end)
+        share = reqs.demand[live, 0].sum() / cluster.capacity[:, 0].sum()
+        print(
+            f"  {name:<16} {n / cpu:>9,.0f} decisions/CPU-s  {n / wall:>9,.0f}/s wall"
+            f"   failures {(node < 0).sum():>6}   cores allocated at the end {share:.0%}"
+        )
 
 
 def real_traces() -> None:

@@ -16,10 +16,13 @@ from fleetlab.placement import (
     Ask,
     ClusterSpec,
     ClusterState,
+    Policy,
     ServerType,
     build_cluster,
     decide,
     make_policy,
+    place_stream,
+    requested_to_capacity_ratio,
     requests_from_vms,
     simulate,
 )
@@ -262,3 +265,184 @@ def test_shape_score_heaps_decide_exactly_like_a_full_scan(name, log_limit, rows
     assert any(w is not None for w in got)
     assert got == _run_by_hand(cl, reqs, scan)
     assert got == _run_by_hand(cl, reqs, plain)
+    # and the compiled kernel decides the same stream identically
+    assert _kernel_decisions(cl, reqs, fast) == got
+
+
+def _kernel_decisions(cl, reqs, policy, *, max_trees=64):
+    """place_stream's decisions in _run_by_hand's form (node, GPU slots) or None."""
+    out = place_stream(cl, reqs, policy, max_trees=max_trees)
+    return [
+        None if n < 0 else (int(n), tuple(int(g) for g in row if g >= 0))
+        for n, row in zip(out.node.tolist(), out.gpus.tolist(), strict=True)
+    ]
+
+
+KERNEL_POLICIES = ["first-fit", *SHAPE_INDEXED, "rtcr-custom"]
+
+
+def _kernel_policy(name):
+    if name == "rtcr-custom":
+        # a spreading-then-packing shape with interior points (np.interp's branches)
+        shape = ((10.0, 0.0), (50.0, 10.0), (75.0, 10.0), (90.0, 2.0))
+        return Policy(name, (requested_to_capacity_ratio(shape),))
+    return make_policy(name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(KERNEL_POLICIES),
+    max_trees=st.sampled_from([1, 2, 64]),
+    counts=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 3)),
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 30),
+            st.one_of(st.none(), st.integers(0, 25)),
+            st.sampled_from([0.5, 1, 2, 4, 6]),
+            st.sampled_from([1, 2, 4, 8, 12]),
+            st.sampled_from([0, 0, 0, 1, 1, 2, 3]),
+            st.sampled_from([125, 250, 500, 1000]),
+            st.sampled_from(["", "", "V100", "A100", "A100|V100"]),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+)
+def test_compiled_kernel_decides_exactly_like_the_python_policies(name, max_trees, counts, rows):
+    # random clusters of three types (two GPU models), random streams with departures
+    # (and VMs that never leave), shared and whole GPUs, GPU model constraints, few
+    # trees (1 or 2: recycled and rebuilt as shapes alternate) or plenty (64)
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(
+                ServerType(name="a", count=counts[0], capacity={"cores": 8, "memory_gb": 16}),
+                ServerType(
+                    name="v",
+                    count=counts[1],
+                    capacity={"cores": 16, "memory_gb": 32},
+                    gpus=2,
+                    gpu_model="V100",
+                ),
+                ServerType(
+                    name="h",
+                    count=counts[2],
+                    capacity={"cores": 32, "memory_gb": 24},
+                    gpus=4,
+                    gpu_model="A100",
+                ),
+            )
+        )
+    )
+    vms = vms_table(
+        [
+            (
+                f"v{i}",
+                a,
+                None if life is None else a + life,
+                c,
+                m,
+                g,
+                milli if g == 1 else 1000,
+                model if g else "",
+            )
+            for i, (a, life, c, m, g, milli, model) in enumerate(rows)
+        ],
+        columns=("gpus", "gpu_milli", "gpu_model"),
+    )
+    reqs = requests_from_vms(vms, cl)
+    policy = _kernel_policy(name)
+    want = _run_by_hand(cl, reqs, policy)
+    assert _kernel_decisions(cl, reqs, policy, max_trees=max_trees) == want
+    assert want == _run_by_hand(cl, reqs, dataclasses.replace(policy, by_class=False))
+
+
+def test_compiled_kernel_places_a_known_stream():
+    # 3 servers of 10 cores / 10 GiB; best fit packs, worst fit spreads, a VM that
+    # arrives when its predecessor left reuses its room, an oversized one fails
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(ServerType(name="s", count=3, capacity={"cores": 10, "memory_gb": 10}),)
+        )
+    )
+    vms = vms_table(
+        [
+            ("a", 0, 5, 6, 6),
+            ("b", 1, None, 3, 3),
+            ("c", 2, None, 5, 5),
+            ("d", 5, None, 4, 4),
+            ("e", 6, None, 11, 1),
+        ]
+    )
+    reqs = requests_from_vms(vms, cl)
+    assert place_stream(cl, reqs, make_policy("best-fit")).node.tolist() == [0, 0, 1, 1, -1]
+    assert place_stream(cl, reqs, make_policy("worst-fit")).node.tolist() == [0, 1, 2, 0, -1]
+    assert place_stream(cl, reqs, make_policy("first-fit")).node.tolist() == [0, 0, 1, 0, -1]
+    empty = place_stream(cl, reqs.take(np.arange(0)), make_policy("best-fit"))
+    assert empty.node.shape == (0,) and empty.gpus.shape == (0, 1)
+
+
+def test_compiled_kernel_refuses_policies_it_cannot_run():
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(ServerType(name="s", count=2, capacity={"cores": 4, "memory_gb": 4}),)
+        )
+    )
+    reqs = requests_from_vms(vms_table([("a", 0, 1, 1, 1)]), cl)
+    for name in ("protean", "lifetime", "oversub", "random", "gpu-packing"):
+        with pytest.raises(ConfigError, match=f"policy '{name}': no compiled form"):
+            place_stream(cl, reqs, make_policy(name))
+    with pytest.raises(ConfigError, match="no compiled form"):
+        place_stream(cl, reqs, make_policy("best-fit", max_per_rack=1))
+    with pytest.raises(ConfigError, match="max_trees: expected >= 1, found 0"):
+        place_stream(cl, reqs, make_policy("best-fit"), max_trees=0)
+
+
+def test_migration_makes_room_for_a_request_that_fits_nowhere():
+    # best fit on two 10-core servers: a (4) and b (4) pack s0, c (5) goes to s1; d (6)
+    # fits nowhere (free 2 and 5) until a moves from s0 to s1 (free 5 -> 1)
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(ServerType(name="s", count=2, capacity={"cores": 10, "memory_gb": 10}),)
+        )
+    )
+    vms = vms_table(
+        [("a", 0, None, 4, 4), ("b", 1, None, 4, 4), ("c", 2, None, 5, 5), ("d", 3, 9, 6, 6)]
+    )
+    plain = simulate(cl, vms, make_policy("best-fit"), samples=5)
+    assert plain.metrics["failures"] == 1 and plain.metrics["migrations"] == 0
+    moved = simulate(cl, vms, make_policy("best-fit", migrate=True), samples=5)
+    assert moved.metrics["failures"] == 0 and moved.metrics["migrations"] == 1
+    nodes = dict(zip(moved.placements["vm_id"], moved.placements["node"], strict=True))
+    assert nodes == {"a": "s-00001", "b": "s-00000", "c": "s-00001", "d": "s-00000"}
+    assert (moved.placements["outcome"] == "placed").all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(["best-fit", "first-fit", "worst-fit", "tetris", "protean"]),
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 40),
+            st.integers(1, 30),
+            st.sampled_from([1, 3, 5, 7]),
+            st.sampled_from([1, 2, 5, 7]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_migrations_never_overfill_and_never_lose_a_placed_vm(name, rows):
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(ServerType(name="a", count=3, capacity={"cores": 8, "memory_gb": 8}),)
+        )
+    )
+    vms = vms_table([(f"v{i}", a, a + life, c, m) for i, (a, life, c, m) in enumerate(rows)])
+    plain = simulate(cl, vms, make_policy(name), samples=30)
+    res = simulate(cl, vms, make_policy(name, migrate=True), samples=30)
+    tl = res.timeline
+    assert (tl["alloc_cores"] <= 1 + 1e-9).all() and (tl["alloc_memory_gb"] <= 1 + 1e-9).all()
+    placed = res.placements.filter(res.placements["outcome"] == "placed").height
+    assert placed + res.metrics["failures"] == len(rows)
+    # without a migration the run is the plain one; with one, a VM sits elsewhere
+    assert (res.metrics["migrations"] == 0) == (res.placements.equals(plain.placements))

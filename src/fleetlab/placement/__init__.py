@@ -25,6 +25,7 @@ from fleetlab.placement._failures import (
 from fleetlab.placement._fgd import FgdScore, TaskTypes, fragmentation, task_types
 from fleetlab.placement._fgd_protocol import arrival_sequence, fragmentation_experiment
 from fleetlab.placement._inputs import load_vms
+from fleetlab.placement._kernel import StreamPlacement, place_stream
 from fleetlab.placement._policies import (
     POLICY_NAMES,
     Filter,
@@ -75,6 +76,7 @@ __all__ = [
     "Scorer",
     "ServerType",
     "SimResult",
+    "StreamPlacement",
     "TaskTypes",
     "View",
     "arrival_sequence",
@@ -109,6 +111,7 @@ __all__ = [
     "outages",
     "oversub_violations",
     "peak_times",
+    "place_stream",
     "predicted_best_fit",
     "prefer_nonempty",
     "random_fit",

@@ -17,6 +17,17 @@ import numpy as np
 
 from fleetlab.errors import ConfigError
 from fleetlab.placement._fgd import FgdScore, TaskTypes
+from fleetlab.placement._kernel import (
+    BEST_FIT,
+    BEST_FIT_L2,
+    DOT_PRODUCT,
+    FIRST_FIT,
+    LEAST_ALLOCATED,
+    MOST_ALLOCATED,
+    RTCR,
+    TETRIS,
+    WORST_FIT,
+)
 from fleetlab.placement._shape_index import choose
 from fleetlab.placement._state import Ask, ClusterState
 from fleetlab.sim import Streams
@@ -156,6 +167,8 @@ def requested_to_capacity_ratio(
         return -shaped.sum(axis=1) / np.maximum(has.sum(axis=1), 1)
 
     score._shape_only = True  # type: ignore[attr-defined]
+    score._kernel_code = RTCR  # type: ignore[attr-defined]
+    score._rtcr_shape = (xs, ys)  # type: ignore[attr-defined]
     return score
 
 
@@ -271,6 +284,19 @@ for _f, _py in (
     _f._shape_only = True  # type: ignore[attr-defined]
     _f._py_score = _py  # type: ignore[attr-defined]
 
+# the compiled kernel's twin of each scorer (see _kernel.place_stream)
+for _f, _code in (
+    (first_fit, FIRST_FIT),
+    (best_fit, BEST_FIT),
+    (best_fit_l2, BEST_FIT_L2),
+    (worst_fit, WORST_FIT),
+    (dot_product, DOT_PRODUCT),
+    (tetris, TETRIS),
+    (most_allocated, MOST_ALLOCATED),
+    (least_allocated, LEAST_ALLOCATED),
+):
+    _f._kernel_code = _code  # type: ignore[attr-defined]
+
 
 # ---------------------------------------------------------------------- filters
 def spread(max_per_rack: int) -> Filter:
@@ -313,6 +339,10 @@ class Policy:
     by_class
         The scorers read only resource state, so servers with equal state are scored
         once per class (exact, and much faster); False for per-server scorers.
+    migrate
+        When a request fits nowhere, the simulator may move one resident VM to another
+        server (chosen by this policy) if that makes room for it (defragmentation);
+        each move is counted in the ``migrations`` metric.
     """
 
     name: str
@@ -321,6 +351,7 @@ class Policy:
     oversub_ratio: float | None = None
     gpu_pick: GpuPicker = packed_gpus
     by_class: bool = True
+    migrate: bool = False
 
 
 def decide(policy: Policy, state: ClusterState, ask: Ask) -> tuple[int, tuple[int, ...]] | None:
@@ -414,6 +445,7 @@ def make_policy(
     types: TaskTypes | None = None,
     oversub_ratio: float = 1.5,
     max_per_rack: int | None = None,
+    migrate: bool = False,
 ) -> Policy:
     """Build a named policy.
 
@@ -429,6 +461,9 @@ def make_policy(
         Ratio for ``oversub`` (predicted P95 cores may reach capacity × ratio).
     max_per_rack
         When set, every policy also spreads a tenant's VMs: at most this many per rack.
+    migrate
+        Let the simulator move one resident VM to make room for a request that fits
+        nowhere (see :attr:`Policy.migrate`).
 
     Raises
     ------
@@ -455,9 +490,9 @@ def make_policy(
         "random": (random_fit(seed),) if name == "random" else (),
     }
     if name in simple:
-        return Policy(name, simple[name], filters)
+        return Policy(name, simple[name], filters, migrate=migrate)
     if name in per_server:
-        return Policy(name, per_server[name], filters, by_class=False)
+        return Policy(name, per_server[name], filters, by_class=False, migrate=migrate)
     if name == "oversub":
         if not oversub_ratio > 0:
             raise ConfigError(f"oversub_ratio: expected > 0, found {oversub_ratio}")
@@ -467,10 +502,11 @@ def make_policy(
             filters,
             oversub_ratio=oversub_ratio,
             by_class=False,
+            migrate=migrate,
         )
     if name == "fgd":
         if types is None:
             raise ConfigError("fgd: needs the target workload (task types), found none")
         score = FgdScore(types)
-        return Policy(name, (score, best_fit), filters, gpu_pick=score.pick_gpus)
+        return Policy(name, (score, best_fit), filters, gpu_pick=score.pick_gpus, migrate=migrate)
     raise ConfigError(f"policy: unknown name {name!r} (expected one of {', '.join(POLICY_NAMES)})")

@@ -14,7 +14,7 @@ from fleetlab.placement._cluster import GPU_DIM, Cluster
 from fleetlab.placement._fgd import TaskTypes, cluster_fragmentation, task_types
 from fleetlab.placement._policies import Policy, decide, make_policy
 from fleetlab.placement._requests import Requests, requests_from_vms
-from fleetlab.placement._state import ClusterState, ask_of
+from fleetlab.placement._state import Ask, ClusterState, ask_of
 
 Progress = Callable[[int], None]
 
@@ -39,7 +39,8 @@ class SimResult:
         ``failed``, ``too_large``, ``evicted``, ``lost``).
     metrics
         Totals: requests, failures, failure rate, peak/mean allocation and density per
-        dimension, stranded share, used servers, evictions, lost VMs.
+        dimension, stranded share, used servers, evictions, lost VMs, migrations (VMs
+        moved to make room, policies with ``migrate`` only).
     """
 
     policy: str
@@ -93,6 +94,46 @@ def _sample(state: ClusterState, typical: np.ndarray, types: TaskTypes | None) -
         gpus = float(cl.gpus[up].sum())
         row["gpu_frag"] = cluster_fragmentation(state, types) / gpus if gpus else 0.0
     return row
+
+
+#: most (VM, server) pairs tried to make room for one request that fits nowhere
+MIGRATION_ATTEMPTS = 8
+
+
+def _make_room(
+    state: ClusterState, pol: Policy, reqs: Requests, ask: Ask
+) -> tuple[int, int] | None:
+    """Move one resident VM so that ``ask`` fits; returns ``(VM, its new server)`` or None.
+
+    Tries, server by server, the residents whose departure would free enough capacity
+    (every non-GPU dimension) for ``ask``, at most :data:`MIGRATION_ATTEMPTS` of them:
+    the VM leaves, ``pol`` must then place ``ask`` (tentatively) and re-place the VM
+    elsewhere; otherwise the state is restored exactly. On success the VM sits on its
+    new server and ``ask`` is not placed (the caller decides it again).
+    """
+    dem = ask.demand
+    cols = [j for j in range(dem.size) if dem[j] > 0 and j != state.gpu_col]
+    tried = 0
+    for s in np.flatnonzero(state.up & (state.count > 0)).tolist():
+        for v in sorted(state.residents[s]):
+            _, gpus, vdem, _, _ = state.placed[v]
+            if any(state.free[s, j] + vdem[j] < dem[j] - 1e-9 for j in cols):
+                continue
+            if tried >= MIGRATION_ATTEMPTS:
+                return None
+            tried += 1
+            vask = ask_of(reqs, v)
+            state.release(v, vask.tenant)
+            here = decide(pol, state, ask)
+            if here is not None:
+                state.place(ask, *here)
+                there = decide(pol, state, vask)
+                state.release(ask.index, ask.tenant)
+                if there is not None and there[0] != s:
+                    state.place(vask, *there)
+                    return v, there[0]
+            state.place(vask, s, gpus)
+    return None
 
 
 def simulate(
@@ -172,7 +213,7 @@ def simulate(
     grid = np.linspace(t0, t1, max(samples, 2)) if r else np.zeros(0)
     rows: list[dict[str, float]] = []
     gi = 0
-    failures = evictions = lost = 0
+    failures = evictions = lost = migrations = 0
     active = 0
     busy = peak_busy = 0
     a = 0
@@ -187,9 +228,17 @@ def simulate(
             gi += 1
 
     def place(i: int, now: float) -> bool:
-        nonlocal active, busy, peak_busy
+        nonlocal active, busy, peak_busy, migrations
         ask = ask_of(reqs, i)
         choice = decide(pol, state, ask)
+        if choice is None and pol.migrate:
+            moved = _make_room(state, pol, reqs, ask)
+            if moved is not None:
+                migrations += 1
+                node_out[moved[0]] = moved[1]
+                busy = int((state.count[state.up] > 0).sum())
+                peak_busy = max(peak_busy, busy)
+                choice = decide(pol, state, ask)
         if choice is None:
             return False
         node, gpus = choice
@@ -265,6 +314,7 @@ def simulate(
         },
     ).with_columns(pl.col("end_s").fill_nan(None))
     metrics = _metrics(pol.name, reqs, timeline, failures, int(big.sum()), evictions, lost, cluster)
+    metrics["migrations"] = migrations
     metrics["peak_used_servers"] = peak_busy
     return SimResult(
         pol.name, timeline.with_columns(pl.lit(pol.name).alias("policy")), placements, metrics
