@@ -47,3 +47,19 @@ def alibaba_gpu_2023(shared_data: Path) -> pl.DataFrame:
 def alibaba_gpu_2025(shared_data: Path) -> pl.DataFrame:
     """Alibaba GPU 2025 DLRM instances (31 days, 16,591 with a creation time)."""
     return traces.load(shared_data / "alibaba-gpu-2025-dlrm" / "disaggregated_DLRM_trace.csv")
+
+
+@pytest.fixture(scope="session")
+def hotel_spans(shared_data: Path) -> pl.DataFrame:
+    """TraceWeaver DeathStarBench hotel reservation at load 50 (1,000 traces, 11,000 spans)."""
+    return traces.load(
+        shared_data / "traceweaver-deathstarbench" / "hotel_reservation" / "hotel_load50.jsonl.gz"
+    )
+
+
+@pytest.fixture(scope="session")
+def nezha_spans(shared_data: Path) -> pl.DataFrame:
+    """Nezha OnlineBoutique, 2022-08-23 17:00 (502 traces, 22,969 spans over 60 s)."""
+    return traces.load(
+        shared_data / "nezha-rca" / "construct_data" / "2022-08-23" / "trace" / "17_00_trace.csv.gz"
+    )

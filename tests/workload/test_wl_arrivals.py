@@ -153,7 +153,7 @@ def test_grid_ties_without_batches_stay_a_simple_process() -> None:
     assert model.arrival.batch is None and diag["batch_mean"] is None
 
 
-def test_spans_and_flows_point_to_the_depgraph_generator() -> None:
+def test_spans_and_flows_are_modelled_and_bad_ones_named() -> None:
     from fleetlab.errors import ConfigError
     from fleetlab.traces import canonical
 
@@ -172,11 +172,17 @@ def test_spans_and_flows_point_to_the_depgraph_generator() -> None:
         ),
         "spans",
     ).collect()
-    with pytest.raises(ConfigError, match=r"spans table.*depgraph generate.*generate_spans"):
-        fit(spans)
+    model, _ = fit(spans)
+    assert model.traces is not None and model.source.duration_s == pytest.approx(0.001)
+    assert [t.tree for t in model.traces.templates] == [["web:get", "db:q"], ["web:get"]]
+    with pytest.raises(ConfigError, match=r"spans table.*1 event\(s\) with a time"):
+        fit(spans.filter(pl.col("trace_id") == "a"))
     flows = canonical(
         pl.LazyFrame({"ts_us": [0, 5, 9], "src": ["a", "a", "b"], "dst": ["b", "c", "c"]}),
         "flows",
     ).collect()
-    with pytest.raises(ConfigError, match=r"flows table.*depgraph mine.*generate_flows"):
-        fit(flows)
+    model, _ = fit(flows)
+    assert model.entity is not None and model.entity.pairs == [[0, 1], [0, 2], [1, 2]]
+    assert model.entity.endpoints == ["svc-0", "svc-1", "svc-2"]
+    with pytest.raises(ConfigError, match=r"flows table has 1 event"):
+        fit(flows.head(1))

@@ -263,6 +263,8 @@ def _model_summary(model: workload.WorkloadModel, path: Path) -> dict[str, Any]:
         "grid_s": a.quantum_s,
         "fields": len(model.fields),
         "entities": model.entity.count if model.entity else 0,
+        "templates": len(model.traces.templates) if model.traces else 0,
+        "other_share": model.traces.other_share if model.traces else None,
     }
 
 

@@ -1,7 +1,7 @@
 """Workload characterization and generative workload models (see docs/workload.md).
 
 ``characterize(table)`` gives the analyses that apply to any canonical table;
-``fit(table)`` returns a :class:`WorkloadModel` (a small versioned YAML/JSON file with
+``fit(table)`` (requests, invocations, vms, flows, spans) returns a :class:`WorkloadModel` (a small versioned YAML/JSON file with
 ``save_model``/``load_model``); ``synth``/``sample``/``iter_chunks`` draw synthetic
 traces of any duration and scale, deterministic for a seed and streamed in chunks;
 ``compare(real, synth)`` gives per-statistic fidelity verdicts with thresholds.
@@ -20,6 +20,9 @@ from fleetlab.workload._model import (
     RateCurve,
     Renewal,
     Source,
+    SpanNode,
+    TraceShapes,
+    TraceTemplate,
     WorkloadModel,
     load_model,
     save_model,
@@ -41,7 +44,10 @@ __all__ = [
     "RateCurve",
     "Renewal",
     "Source",
+    "SpanNode",
     "Thresholds",
+    "TraceShapes",
+    "TraceTemplate",
     "WorkloadModel",
     "characterization_report",
     "characterize",

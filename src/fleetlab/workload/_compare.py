@@ -28,7 +28,7 @@ from fleetlab.workload._stats import (
     wasserstein,
     zipf_exponent,
 )
-from fleetlab.workload._views import event_frame, resolve_table, view_of
+from fleetlab.workload._views import PAIR, event_frame, resolve_table, view_of
 
 Verdict = Literal["pass", "fail", "info", "skipped"]
 
@@ -44,7 +44,12 @@ class Thresholds(BaseModel):
     |log(IDC_synth / IDC_real)| over the window sizes that fit at least 30 times (the
     sampling error of a variance from n windows is about sqrt(2/n): 26 % at 30); ``top_share``: absolute
     difference of the top-1% entities' share; ``zipf_rel``: relative error of the Zipf
-    exponent; ``spearman``: absolute difference of each pair's rank correlation.
+    exponent (not judged when the real one is below 0.1: flat popularity); ``spearman``: absolute difference of each pair's rank correlation.
+    Spans: ``template_tv``: total variation distance between the call-tree template
+    frequencies (the real trace's top templates plus "other"); ``error_rate``:
+    absolute difference of the share of spans with status error. The trace-level KS
+    rows (spans per trace, depth, per-service durations) use ``ks`` or the two-sample
+    KS critical value at 5 % for the two sample sizes, whichever is larger.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +64,8 @@ class Thresholds(BaseModel):
     top_share: float = Field(0.05, gt=0)
     zipf_rel: float = Field(0.15, gt=0)
     spearman: float = Field(0.10, gt=0)
+    template_tv: float = Field(0.10, gt=0)
+    error_rate: float = Field(0.01, gt=0)
 
 
 def load_thresholds(path: str | os.PathLike[str]) -> Thresholds:
@@ -193,8 +200,12 @@ def compare(
     curves: dict[str, pl.DataFrame] = {}
     rng = np.random.default_rng(seed)
 
-    tr = _times(er)
-    ts = _times(es)
+    if name == "spans":  # arrivals are traces: their root spans' start times
+        from fleetlab.workload._spans import root_frame
+
+        tr, ts = _times(root_frame(r)), _times(root_frame(s))
+    else:
+        tr, ts = _times(er), _times(es)
     if tr.size >= 3 and ts.size >= 3:
         _arrival_rows(tr, ts, scale, th, rows, curves)
     else:
@@ -247,6 +258,12 @@ def compare(
         _corr_rows(er, es, common, th, rows, rng)
     if view.entity and view.entity in er.columns and view.entity in es.columns:
         _popularity_rows(er, es, view.entity, th, rows, curves)
+    if name == "spans":
+        from fleetlab.workload._spans import span_rows
+
+        span_rows(r, s, th, rows, curves)
+    if name == "flows" and PAIR in er.columns and PAIR in es.columns:
+        _popularity_rows(er, es, PAIR, th, rows, curves)  # the entity a flows model keeps
 
     out = pl.DataFrame(
         rows,
@@ -519,8 +536,20 @@ def _popularity_rows(
     )
     za, zb = zipf_exponent(a), zipf_exponent(b)
     d = _rel(za, zb)
-    rows.append(_row("zipf_exponent", column, za, zb, d, th.zipf_rel, _judge(d, th.zipf_rel)))
+    flat = math.isfinite(za) and abs(za) < 0.1  # equally popular: an exponent of noise
+    rows.append(
+        _row(
+            "zipf_exponent",
+            column,
+            za,
+            zb,
+            d,
+            th.zipf_rel,
+            "info" if flat else _judge(d, th.zipf_rel),
+            "real exponent below 0.1 (entities about equally popular): not judged" if flat else "",
+        )
+    )
     n = min(a.size, b.size, 1000)
-    curves["popularity"] = pl.DataFrame(
+    curves["popularity" if column != PAIR else "popularity.pairs"] = pl.DataFrame(
         {"rank": np.arange(1, n + 1), "real_share": a[:n] / a.sum(), "synth_share": b[:n] / b.sum()}
     )

@@ -32,15 +32,13 @@ from fleetlab.workload._stats import (
     time_quantum,
     zipf_exponent,
 )
-from fleetlab.workload._views import event_frame, resolve_table, view_of
+from fleetlab.workload._views import PAIR, PAIR_SEP, event_frame, resolve_table, view_of
 
 DAY = 86400.0
 WEEK = 7 * DAY
 
-MODEL_TABLES = ("requests", "invocations", "vms")
-"""Canonical tables :func:`fit` models (events with sizes, entities and arrivals)."""
-GRAPH_TABLES = ("spans", "flows")
-"""Tables the depgraph generator synthesizes instead (call trees, service-pair traffic)."""
+MODEL_TABLES = ("requests", "invocations", "vms", "flows", "spans")
+"""Canonical tables :func:`fit` models (event streams; spans as traces of call trees)."""
 
 ArrivalChoice = Literal["gamma", "mmpp", "auto"]
 """Burstiness choices of :func:`fit`: Gamma renewal, MMPP, or the better by IDC."""
@@ -61,6 +59,8 @@ class FitOptions(BaseModel):
     ``min_events_per_bin`` (256 events by default), so its hidden states carry the
     modulation inside a bin instead of adding it again on top of a fine curve;
     ``mmpp_max_states``: the MMPP tries 2..this many hidden states (BIC picks one).
+    Spans: ``span_coverage``: keep the fewest call-tree templates that cover this share
+    of the traces, at most ``span_max_templates``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,6 +75,8 @@ class FitOptions(BaseModel):
     copula_sample: int = Field(200_000, ge=100)
     mmpp_bin_factor: float = Field(8.0, ge=1.0)
     mmpp_max_states: int = Field(4, ge=2, le=4)
+    span_coverage: float = Field(0.99, gt=0, le=1)
+    span_max_templates: int = Field(200, ge=1)
 
 
 def choose_period(duration_s: float) -> float:
@@ -402,16 +404,15 @@ def fit(
     df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     name = resolve_table(df, table)
     view = view_of(name)
-    if name in GRAPH_TABLES:
-        raise ConfigError(
-            f"cannot fit a workload model to a {name} table: the model covers independent "
-            f"events ({', '.join(MODEL_TABLES)}); {name} carry call trees / service-to-service "
-            "traffic, which the dependency-graph generator reproduces: mine the graph "
-            "(`fleetlab depgraph mine TRACE -o graph.json`) and synthesize with "
-            "`fleetlab depgraph generate` (library: fleetlab.depgraph.generate_spans / "
-            "generate_flows); `fleetlab characterize` still characterizes this table"
-        )
-    every, fields, _ = event_frame(df, view, expand_seed=seed)
+    shapes = None
+    if name == "spans":  # the events are traces (their root spans); the rest is their shape
+        from fleetlab.workload._spans import fit_shapes, root_frame
+
+        shapes = fit_shapes(df, options=opts, seed=seed)
+        every = root_frame(df)
+        fields: list[str] = []
+    else:
+        every, fields, _ = event_frame(df, view, expand_seed=seed)
     ev = every.filter(pl.col("_t").is_not_null() & pl.col("_t").is_finite())
     if ev.height < 2:
         raise ConfigError(
@@ -483,7 +484,13 @@ def fit(
         diagnostics["candidates"][f] = cands
     copula = _fit_copula(every, marginals, opts, streams.get("fit.copula"))
     own_fields = [f for f in marginals if f != "lifetime_s"]  # lifetimes: pooled Kaplan-Meier
-    entity = _fit_entity(every, view.entity, view.parent, own_fields, integer, opts, streams)
+    if name == "flows":  # the entity is the (src, dst) pair
+        entity = _fit_entity(every, PAIR, None, own_fields, integer, opts, streams)
+        entity = _flow_pairs(df, every, entity) if entity is not None else None
+    elif name == "spans":
+        entity = None
+    else:
+        entity = _fit_entity(every, view.entity, view.parent, own_fields, integer, opts, streams)
     model = WorkloadModel(
         table=name,
         time_column=view.time,
@@ -493,6 +500,7 @@ def fit(
         copula=copula,
         entity=entity,
         lifetime_column="lifetime_s" if "lifetime_s" in marginals else None,
+        traces=shapes,
     )
     if arrivals == "auto":
         model = _auto_select(df, model, mmpp_arrival, seed, diagnostics)
@@ -769,3 +777,56 @@ def _fit_entity(
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def _flow_pairs(df: pl.DataFrame, ev: pl.DataFrame, entity: Entity) -> Entity:
+    """Add the endpoints of a flows model's pairs: indices into ranked synthetic names.
+
+    Endpoints are ranked by the flows they take part in (sent plus received, name
+    ascending on ties) and renamed ``svc-0``, ``svc-1``, ... (the model holds no raw
+    names); each explicit pair keeps its [src, dst] indices and its most frequent port.
+    """
+    per = (
+        ev.filter(pl.col(PAIR).is_not_null())
+        .group_by(PAIR)
+        .agg(pl.len().alias("n"))
+        .sort(["n", PAIR], descending=[True, False])
+        .head(len(entity.shares))
+    )
+    ends = df.select(pl.col("src").cast(pl.String), pl.col("dst").cast(pl.String)).drop_nulls()
+    load = (
+        pl.concat([ends.select(pl.col("src").alias("e")), ends.select(pl.col("dst").alias("e"))])
+        .group_by("e")
+        .agg(pl.len().alias("n"))
+        .sort(["n", "e"], descending=[True, False])
+    )
+    index = {name: i for i, name in enumerate(load["e"].to_list())}
+    pairs = [[index[a], index[b]] for a, b in (p.split(PAIR_SEP, 1) for p in per[PAIR].to_list())]
+    ports: list[int | None] | None = None
+    if "port" in df.columns and df["port"].null_count() < df.height:
+        top = (
+            df.select(
+                pl.concat_str(
+                    [pl.col("src").cast(pl.String), pl.col("dst").cast(pl.String)],
+                    separator=PAIR_SEP,
+                ).alias(PAIR),
+                pl.col("port").cast(pl.Int64),
+            )
+            .drop_nulls()
+            .group_by([PAIR, "port"])
+            .agg(pl.len().alias("n"))
+            .sort(["n", "port"], descending=[True, False])
+            .unique(PAIR, keep="first", maintain_order=True)
+        )
+        mode = dict(zip(top[PAIR].to_list(), top["port"].to_list(), strict=True))
+        ports = [mode.get(p) for p in per[PAIR].to_list()]
+    width = len(str(max(len(index) - 1, 0)))
+    return Entity.model_validate(
+        {
+            **entity.model_dump(),
+            "column": "pair",
+            "endpoints": [f"svc-{i:0{width}d}" for i in range(len(index))],
+            "pairs": pairs,
+            "ports": ports,
+        }
+    )

@@ -239,6 +239,133 @@ class Entity(_Frozen):
         None, description="parent index (e.g. app) of each explicit entity"
     )
     fields: dict[str, dict[str, Marginal]] = Field(default_factory=dict)
+    endpoints: list[str] | None = Field(
+        None,
+        description="flows: endpoint (service/host) names by rank, synthetic (svc-0, svc-1, ...)",
+    )
+    pairs: list[list[int]] | None = Field(
+        None, description="flows: [src, dst] indices into endpoints of each explicit pair"
+    )
+    ports: list[int | None] | None = Field(
+        None, description="flows: the most frequent port of each explicit pair (null: none seen)"
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Entity:
+        if self.pairs is None:
+            return self
+        if self.endpoints is None or len(self.pairs) != len(self.shares):
+            raise ValueError("pairs need endpoints and one [src, dst] per share")
+        n = len(self.endpoints)
+        for i, p in enumerate(self.pairs):
+            if len(p) != 2 or not all(0 <= x < n for x in p):
+                raise ValueError(f"pairs[{i}] must be [src, dst] indices below {n} (found {p})")
+        if self.ports is not None and len(self.ports) != len(self.pairs):
+            raise ValueError("ports must have one entry per pair")
+        return self
+
+
+class SpanNode(_Frozen):
+    """What a span of one ``service:operation`` looks like, wherever it sits in a tree.
+
+    ``duration_us``: its duration marginal; as a child, ``coupling`` says how its
+    duration follows its parent's, the better of two on the source (simulated, by KS):
+    ``copula``: its own marginal with a normal score correlated ``parent_corr`` with
+    the parent's (a Gaussian copula along the tree edge); ``ratio``: the ``ratio``
+    marginal of its duration over its parent's. ``offset``: where it starts within the parent's slack
+    (parent duration minus its own; 0: with the parent, 1: ending with it), empirical
+    in [0, 1] (both None for spans only seen as roots); ``error_rate``: the share of
+    its spans with status ``error``; ``n``: spans it was fitted on. ``variants``:
+    the same, fitted per subtree size, for a label whose spans head subtrees of
+    different sizes (in DeathStarBench's compose-review, whichever upload finishes last
+    stores the review, so its span is long in those traces only); synthesis uses the
+    variant of the template node's subtree size when there is one.
+    """
+
+    duration_us: Marginal
+    coupling: Literal["copula", "ratio"] | None = Field(
+        None, description="how a child's duration follows its parent's (None: only a root)"
+    )
+    parent_corr: float | None = Field(None, ge=-1.0, le=1.0)
+    ratio: Marginal | None = Field(
+        None, description="ratio coupling: the child's duration over its parent's, in [0, 1]"
+    )
+    offset: Marginal | None = None
+    error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    n: int = Field(0, ge=0)
+    variants: dict[str, SpanNode] = Field(
+        default_factory=dict,
+        description="by subtree size (spans under and including it): the node where that size "
+        "was seen in >= 30 spans and the label heads subtrees of several sizes",
+    )
+
+
+class TraceTemplate(_Frozen):
+    """One call-tree shape and how often traces have it.
+
+    ``tree`` is a nested list: ``[label, child, child, ...]``, where a label is
+    ``"service:operation"`` and a child is again such a list, or the bare label string
+    for a leaf. Children are in canonical order (sorted by their own canonical form).
+    """
+
+    share: float = Field(ge=0.0, le=1.0)
+    count: int = Field(ge=0)
+    tree: list[Any]
+
+    @field_validator("tree")
+    @classmethod
+    def _tree(cls, v: list[Any]) -> list[Any]:
+        def check(node: Any, where: str) -> None:
+            if isinstance(node, str):
+                return
+            if not isinstance(node, list) or not node or not isinstance(node[0], str):
+                raise ValueError(
+                    f"{where}: expected a label string or [label, children...] "
+                    f"(found {_short(node)})"
+                )
+            for i, child in enumerate(node[1:]):
+                check(child, f"{where}[{i + 1}]")
+
+        check(v, "tree")
+        return v
+
+
+class TraceShapes(_Frozen):
+    """The structure of traces in a spans model (see docs/workload.md, "Spans").
+
+    ``templates``: the most frequent call-tree shapes, the fewest that cover
+    ``coverage`` of the traces (at most ``max_templates``); synthesis draws only these,
+    with their shares renormalised. ``other_share``: the share of the source's traces
+    whose shape is not kept; ``distinct``: how many shapes the source had; ``traces``:
+    how many traces. ``nodes``: per ``service:operation`` durations, start offsets and
+    error rates. ``ok_status``: the status written on spans that do not fail (the
+    source's most common non-error status).
+    """
+
+    coverage: float = Field(gt=0.0, le=1.0)
+    max_templates: int = Field(ge=1)
+    templates: list[TraceTemplate] = Field(min_length=1)
+    other_share: float = Field(0.0, ge=0.0, le=1.0)
+    distinct: int = Field(ge=1)
+    traces: int = Field(ge=1)
+    nodes: dict[str, SpanNode]
+    ok_status: str = "unset"
+
+    @model_validator(mode="after")
+    def _labels(self) -> TraceShapes:
+        def labels(node: Any) -> list[str]:
+            if isinstance(node, str):
+                return [node]
+            out = [node[0]]
+            for c in node[1:]:
+                out.extend(labels(c))
+            return out
+
+        for i, t in enumerate(self.templates):
+            missing = [x for x in labels(t.tree) if x not in self.nodes]
+            if missing:
+                raise ValueError(f"templates[{i}] uses labels with no node entry: {missing[:3]}")
+        return self
 
 
 class Source(_Frozen):
@@ -268,6 +395,9 @@ class WorkloadModel(_Frozen):
     entity: Entity | None = None
     lifetime_column: str | None = Field(
         None, description="vms: the field that is deleted_s - created_s (censored at the horizon)"
+    )
+    traces: TraceShapes | None = Field(
+        None, description="spans: call-tree templates and per service:operation spans"
     )
 
     @field_validator("schema_version")
@@ -302,6 +432,14 @@ def save_model(
     if target.exists() and not overwrite:
         raise FleetlabError(f"{target}: already exists; pass --force to replace it")
     data = model.model_dump(mode="json")
+    # the spans/flows parts are optional: left out when unused, so files of the other tables
+    # stay readable by fleetlab versions from before them
+    if data.get("traces") is None:
+        data.pop("traces", None)
+    if isinstance(data.get("entity"), dict):
+        for key in ("endpoints", "pairs", "ports"):
+            if data["entity"].get(key) is None:
+                data["entity"].pop(key, None)
     if target.suffix.lower() in (".yaml", ".yml"):
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     else:

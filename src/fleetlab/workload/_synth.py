@@ -33,9 +33,10 @@ from fleetlab.workload._marginals import draw, knots
 from fleetlab.workload._mmpp import MmppSampler
 from fleetlab.workload._model import Marginal, WorkloadModel
 from fleetlab.workload._parquet import ChunkWriter
+from fleetlab.workload._views import view_of
 
 CHUNK_ROWS = 1 << 20
-FIT_TABLES = ("requests", "invocations", "vms")
+FIT_TABLES = ("requests", "invocations", "vms", "flows", "spans")
 
 
 _UNITS = MappingProxyType({"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0})
@@ -69,6 +70,8 @@ def parse_duration(text: str | float) -> float:
 def _check(model: WorkloadModel, duration_s: float, scale: float) -> None:
     if model.table not in FIT_TABLES:
         raise ConfigError(f"cannot synthesize table {model.table!r} (expected one of {FIT_TABLES})")
+    if model.table == "spans" and model.traces is None:
+        raise ConfigError("a spans model needs its 'traces' section (call-tree templates)")
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise ConfigError(f"duration must be a positive number of seconds (found {duration_s!r})")
     if not (math.isfinite(scale) and scale > 0):
@@ -276,6 +279,11 @@ def iter_chunks(
         streams.get("arrivals"),
         streams.get("batches") if model.arrival.batch is not None else None,
     )
+    if model.table == "spans":
+        from fleetlab.workload._spans import span_chunks
+
+        yield from span_chunks(model, arrivals, streams, duration_s=duration, chunk_rows=chunk_rows)
+        return
     fields = list(model.fields)
     cop_fields = model.copula.fields if model.copula else []
     order = cop_fields + [f for f in fields if f not in cop_fields]
@@ -286,7 +294,8 @@ def iter_chunks(
     own: dict[str, dict[str, tuple[Marginal, tuple[np.ndarray, np.ndarray]]]] = {}
     if e is not None:
         own = {k: {f: (m, knots(m)) for f, m in ms.items()} for k, ms in e.fields.items()}
-    names = _entity_names(model) if e is not None else None
+    names = _entity_names(model) if e is not None and e.pairs is None else None
+    pair_cols = _pair_columns(model) if e is not None and e.pairs is not None else None
     copula_rng = streams.get("copula")
     entity_rng = streams.get("entity")
     emitted = 0
@@ -310,7 +319,7 @@ def iter_chunks(
             cols: dict[str, Any] = {}
             for j, f in enumerate(order):
                 cols[f] = _draw_field(f, model.fields[f], tables[f], z[j], idx, own)
-            yield _frame(duration, model, t, cols, idx, names, emitted)
+            yield _frame(duration, model, t, cols, idx, names, emitted, pair_cols)
             emitted += m
         if cut < chunk_rows:
             return
@@ -350,6 +359,30 @@ def _draw_field(
     return out
 
 
+def _pair_columns(model: WorkloadModel) -> dict[str, pl.Series]:
+    """Flows: ``src``, ``dst`` (and ``port``) of every pair rank of the model's entity.
+
+    Explicit pairs use their stored endpoints; pairs in the Zipf tail (beyond the
+    stored top) get endpoints by rank, ``src = r mod n``, ``dst = (src + 1 + r div n) mod n``.
+    """
+    e = model.entity
+    assert e is not None and e.pairs is not None and e.endpoints is not None
+    n_end = len(e.endpoints)
+    ranks = np.arange(len(e.pairs), e.count)
+    src = np.concatenate([np.asarray([p[0] for p in e.pairs], dtype=np.int64), ranks % n_end])
+    dst = np.concatenate(
+        [
+            np.asarray([p[1] for p in e.pairs], dtype=np.int64),
+            (ranks % n_end + 1 + ranks // n_end) % n_end,
+        ]
+    )
+    names = pl.Series(e.endpoints, dtype=pl.String)
+    out = {"src": names.gather(src), "dst": names.gather(dst)}
+    if e.ports is not None:
+        out["port"] = pl.Series(list(e.ports) + [None] * ranks.size, dtype=pl.Int64)
+    return out
+
+
 def _entity_names(model: WorkloadModel) -> tuple[pl.Series, pl.Series | None]:
     e = model.entity
     assert e is not None
@@ -375,8 +408,12 @@ def _frame(
     idx: np.ndarray | None,
     names: tuple[pl.Series, pl.Series | None] | None,
     offset: int,
+    pair_cols: dict[str, pl.Series] | None = None,
 ) -> pl.DataFrame:
-    data: dict[str, Any] = {model.time_column: t}
+    scale = view_of(model.table).time_scale
+    data: dict[str, Any] = {
+        model.time_column: t if scale == 1.0 else np.floor(t / scale).astype(np.int64)
+    }
     ints = {f for f, m in model.fields.items() if m.integer}
     for f, v in cols.items():
         data[f] = v.astype(np.int64) if f in ints else v
@@ -396,6 +433,8 @@ def _frame(
         frame = frame.with_columns(ent.gather(idx).alias(model.entity.column))
         if parents is not None and model.entity.parent_column:
             frame = frame.with_columns(parents.gather(idx).alias(model.entity.parent_column))
+    if idx is not None and pair_cols is not None:
+        frame = frame.with_columns([v.gather(idx).alias(k) for k, v in pair_cols.items()])
     if model.table == "invocations":
         for col in ("app", "function"):
             if col not in frame.columns:
@@ -419,12 +458,16 @@ def _filled_columns(model: WorkloadModel) -> set[str]:
     """Columns that synthesis never leaves null (written as required Parquet columns)."""
     filled = {model.time_column, "request_id", "vm_id", "count"}
     filled |= {f for f, m in model.fields.items() if m.kind != "constant" and f != "lifetime_s"}
-    if model.entity is not None:
+    if model.entity is not None and model.entity.pairs is not None:
+        filled |= {"src", "dst"}
+    elif model.entity is not None:
         filled.add(model.entity.column)
         if model.entity.parent_column and model.entity.parents:
             filled.add(model.entity.parent_column)
     if model.table == "invocations":
         filled |= {"app", "function"}
+    if model.table == "spans":
+        filled |= {"trace_id", "span_id", "service", "operation", "duration_us", "status"}
     return filled
 
 

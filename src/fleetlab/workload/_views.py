@@ -14,6 +14,10 @@ import polars as pl
 from fleetlab.errors import ConfigError
 from fleetlab.traces import table_of
 
+PAIR = "_pair"
+"""Flows: the event frame's column holding ``src -> dst`` (the entity a flows model keeps)."""
+PAIR_SEP = " -> "
+
 
 @dataclass(frozen=True)
 class View:
@@ -95,7 +99,8 @@ def event_frame(
     """The event view of ``frame``: ``_t`` (s, sorted), the usable fields, the entity.
 
     Returns the frame, the names of the fields that have data, and notes on the
-    fields that were skipped (absent or all null) with the reason. With
+    fields that were skipped (absent or all null) with the reason. Flows also get the
+    column ``_pair`` (``src -> dst``), the entity of a flows model. With
     ``expand_seed``, rows of per-minute count tables (``count`` > 1) become one event
     per invocation, spread uniformly at random (seeded) over their minute: the trace
     does not say when in the minute they came, and this is the stated assumption.
@@ -130,6 +135,12 @@ def event_frame(
     for col in (view.entity, view.parent):
         if col and col in names and frame.height and frame[col].null_count() < frame.height:
             exprs.append(pl.col(col).cast(pl.String))
+    if view.table == "flows" and {"src", "dst"} <= set(names):
+        exprs.append(
+            pl.concat_str(
+                [pl.col("src").cast(pl.String), pl.col("dst").cast(pl.String)], separator=PAIR_SEP
+            ).alias(PAIR)
+        )
     out = frame.select(exprs)
     if "count" in names and view.table == "invocations":
         out = out.with_columns(frame["count"].cast(pl.Int64).fill_null(0).alias("_count"))
