@@ -208,6 +208,9 @@ class EngineResult:
     seqs: list[int] = field(default_factory=list)
     series: dict[str, list[Any]] = field(default_factory=dict)
     queue_area: float = 0.0
+    #: arrival time of every request as simulated (closed-loop requests get theirs when
+    #: their predecessor finishes; open-loop ones keep the given time)
+    arrival_s: np.ndarray | None = None
 
 
 class _Replica:
@@ -385,6 +388,8 @@ def run_engine(
     prefixes: Sequence[Sequence[int]] | None = None,
     kv_transfer_s_per_token: float = 0.0,
     sample_every_s: float = 1.0,
+    successor: np.ndarray | None = None,
+    send_delay_s: np.ndarray | None = None,
 ) -> EngineResult:
     """Simulate requests (sorted by arrival) through one or two pools of replicas.
 
@@ -393,12 +398,29 @@ def run_engine(
     moves to a replica of the second after ``prompt * kv_transfer_s_per_token`` seconds,
     and decoding continues there.
 
+    Closed-loop clients (off by default): with ``successor``, request ``successor[i]``
+    (``-1``: none) is sent the moment request ``i`` finishes, plus ``send_delay_s[succ]``
+    seconds when given (the client's own time between receiving its last token and
+    sending the next request). Such requests carry ``inf`` in ``arrival`` (after every
+    finite arrival); their simulated send times come back in ``EngineResult.arrival_s``.
+    This is how a benchmark client at fixed concurrency behaves, and it is exact: a send
+    time follows from the finish event itself, never from an earlier pass.
+
     Returns
     -------
     EngineResult
     """
     n_req = len(arrival)
     arr = arrival.tolist()
+    succ = successor.tolist() if successor is not None else None
+    delay = send_delay_s.tolist() if send_delay_s is not None else None
+    n_open = n_req
+    if succ is not None:
+        if len(succ) != n_req:
+            raise ValueError(f"successor has {len(succ)} entries, expected {n_req}")
+        n_open = sum(1 for a in arr if a != math.inf)
+        if any(a == math.inf for a in arr[:n_open]):
+            raise ValueError("closed-loop requests (arrival inf) must follow every finite one")
     p_len = prompt.tolist()
     o_len = output.tolist()
     first_t = [math.nan] * n_req
@@ -563,9 +585,20 @@ def run_engine(
         i = bisect_left(r.gk, start)
         return r.gv[i] if i < len(r.gv) else 0.0
 
+    def release(rid: int, now: float) -> None:
+        """Closed loop: ``rid`` finished, so its client sends its next request."""
+        nonlocal seq
+        nxt = succ[rid]  # type: ignore[index]
+        if nxt >= 0:
+            seq += 1
+            t = now + (delay[nxt] if delay is not None else 0.0)
+            heapq.heappush(events, (t, seq, 2, nxt, 0))
+
     def finish(r: _Replica, rid: int, now: float) -> None:
         nonlocal in_system
         fin_t[rid] = now
+        if succ is not None:
+            release(rid, now)
         if o_len[rid] > 1:
             g = gap_since(r, jkey[rid])
             if g > tbt_max[rid]:
@@ -583,6 +616,8 @@ def run_engine(
             r.kv_fixed -= -(-(p_len[rid] + o_len[rid]) // r.cfg.block_size)
         if o_len[rid] - gen[rid] <= 0:
             fin_t[rid] = now
+            if succ is not None:
+                release(rid, now)
             return
         seq += 1
         heapq.heappush(events, (now + kv_transfer_s_per_token * p_len[rid], seq, 1, rid, 0))
@@ -894,8 +929,8 @@ def run_engine(
     # main loop
     i = 0
     heappop = heapq.heappop
-    while i < n_req or events:
-        if i < n_req and (not events or arr[i] < events[0][0]):
+    while i < n_open or events:
+        if i < n_open and (not events or arr[i] < events[0][0]):
             now = arr[i]
             queue_area += in_system * (now - last_t)
             last_t = now
@@ -919,6 +954,18 @@ def run_engine(
             if v != r.ver:
                 continue
             wake(r, t)
+        elif kind == 2:  # a closed-loop client sends its next request
+            rid = a
+            arr[rid] = t
+            in_system += 1
+            pos = entry_router.route(rid, entry_pool)
+            r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
+            r.outstanding += 1
+            if decode_pool is None:
+                rep_of[rid] = r.rep
+            else:
+                prep_of[rid] = r.rep
+            enqueue(r, rid, t)
         else:
             rid = a
             assert decode_pool is not None
@@ -960,4 +1007,5 @@ def run_engine(
         end_s=end,
         series=series,
         queue_area=queue_area,
+        arrival_s=np.asarray(arr, dtype=np.float64),
     )

@@ -16,6 +16,7 @@ beside fleetlab's as the peer figure.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +24,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import least_squares
 
-from fleetlab.errors import DataNotFoundError, FleetlabError, InputFormatError
+from fleetlab.errors import ConfigError, DataNotFoundError, FleetlabError, InputFormatError
 from fleetlab.inference._kernels import calibrate_kernels
 from fleetlab.inference._perf import attention_coefficients, head_time, linear_time
 from fleetlab.inference._specs import Efficiency, GpuSpec, gpu_spec, model_spec
@@ -321,6 +322,22 @@ _SILICON_MODELS = {
 _SILICON_GPUS = {"h100_sxm": "h100", "h200_sxm": "h200", "a100_sxm": "a100", "l40s": "l40s"}
 
 
+#: ``engine="backend_defaults"`` of :func:`validate_silicon`: fleetlab's nearest scheduler
+#: to each backend's stock one at its stock 8,192-token step — vLLM V1's chunked prefill
+#: mixed with decodes (Sarathi; ``max_num_batched_tokens`` 8,192 for the OpenAI server on
+#: GPUs of 70 GiB and more), SGLang's prefill batches that pause decoding
+#: (``enable_mixed_chunk`` off, ``chunked_prefill_size`` 8,192 on H100/H200: fleetlab's
+#: ``vllm`` scheduler, which cannot split a request over steps, so rows whose prompt plus
+#: output exceed 8,192 tokens are not simulated), and TensorRT-LLM (``max_num_tokens``
+#: 8,192; its unchunked in-flight batching is approximated by Sarathi, since fleetlab's
+#: ``orca`` scheduler caps prompt plus output at the step budget)
+_BACKEND_SCHEDULERS: dict[str, Literal["vllm", "sarathi", "orca"]] = {
+    "vllm": "sarathi",
+    "trtllm": "sarathi",
+    "sglang": "vllm",
+}
+
+
 def silicon_sample_path() -> Path:
     """Where ``aiconfigurator-core`` keeps ``silicon_sample.csv`` (without importing it).
 
@@ -449,35 +466,46 @@ def _closed_loop(
     osl: int,
     concurrency: int,
     clients: Literal["benchmark", "staggered"] = "benchmark",
-    requests_per_client: int = 10,
+    requests_per_client: int = 20,
     efficiency: Efficiency | None = None,
+    token_budget: int = 8192,
+    scheduler: Literal["vllm", "sarathi", "orca"] = "sarathi",
+    send_delay_s: np.ndarray | None = None,
+    prompt_pool: int | None = None,
+    seed: int = 0,
+    output_tokens: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Mean TTFT and TPOT (s) of ``concurrency`` clients in a closed loop.
 
-    ``benchmark``: the load generator's run as measured — every client starts at t = 0
-    and sends ``requests_per_client`` requests back to back (request ``i + c`` the moment
-    request ``i`` ends), and the means are over all requests, the synchronised first wave
-    included. ``staggered``: client ``i`` starts at ``i / c`` of one request's duration and
-    the first wave is left out (a desynchronised steady state). A request is sent when
-    its client's previous one finishes, so the simulation is repeated with the previous
-    pass's finish times until the send times are a fixed point (at most twice
-    ``requests_per_client`` passes).
+    The engine runs ``scheduler`` with ``token_budget`` tokens per step (``sarathi``:
+    decodes first, then prefill chunks; ``orca``: whole prompts mixed with decodes;
+    ``vllm``: prefill steps that pause the decodes). ``benchmark``: the load generator's profiled
+    phase — every client starts at t = 0 and sends ``requests_per_client`` requests back
+    to back, its next one the moment the previous one's last token arrives (plus
+    ``send_delay_s[i]`` for request ``i`` when given), simulated exactly by the engine's
+    closed-loop option; the means are over all requests, the synchronised first wave
+    included. With ``prompt_pool``, the prompts are drawn from that many distinct ones
+    (shuffled, each used once per pass through the pool, from ``seed``) and the engine
+    reuses the KV of a prompt it has seen (prefix caching). ``output_tokens`` (one per
+    request, ``benchmark`` only) replaces the fixed ``osl``. ``staggered``: client ``i`` starts at ``i / c`` of one request's duration
+    and the first wave is left out (a desynchronised steady state, solved by
+    re-simulating until the send times are a fixed point).
     """
     from fleetlab.inference._config import ClusterSpec, ReplicaSpec
-    from fleetlab.inference._simulate import simulate
+    from fleetlab.inference._engine import make_router, run_engine
+    from fleetlab.inference._simulate import _check_requests, _pool, simulate
 
-    spec = ClusterSpec(
-        replica=ReplicaSpec(
-            model=model,
-            gpu=gpu,
-            tp=tp,
-            dtype=dtype,
-            kv_dtype=dtype,  # type: ignore[arg-type]
-            scheduler="sarathi",
-            chunk_size=8192,
-            max_batched_tokens=8192,
-            max_num_seqs=max(256, concurrency),
-        )
+    rspec = ReplicaSpec(
+        model=model,
+        gpu=gpu,
+        tp=tp,
+        dtype=dtype,  # type: ignore[arg-type]
+        kv_dtype=dtype,  # type: ignore[arg-type]
+        scheduler=scheduler,
+        chunk_size=token_budget,
+        max_batched_tokens=token_budget,
+        max_num_seqs=max(256, concurrency),
+        prefix_caching=prompt_pool is not None,
     )
     c = concurrency
     waves = max(2, requests_per_client)
@@ -487,14 +515,44 @@ def _closed_loop(
             "request_id": np.arange(n),
             "arrival_s": np.zeros(n),
             "prompt_tokens": np.full(n, isl),
-            "output_tokens": np.full(n, osl),
+            "output_tokens": np.full(n, osl) if output_tokens is None else output_tokens,
         }
     )
     if clients == "benchmark":
-        offsets = np.zeros(c)
-    else:
-        first = simulate(base.head(c), spec, efficiency=efficiency).requests
-        offsets = np.arange(c) * float(first["e2e_s"].mean()) / c
+        cfg, plan = _pool(rspec, "mixed", efficiency)
+        _check_requests(base, [rspec], [plan], "silicon_sample row")
+        ids = np.arange(n)
+        prefixes = None
+        if prompt_pool is not None:
+            from fleetlab.inference._simulate import _PREFIX_BLOCK_TOKENS
+
+            rng = np.random.default_rng(seed)
+            passes = -(-n // prompt_pool)
+            entry = np.concatenate([rng.permutation(prompt_pool) for _ in range(passes)])[:n]
+            blocks = -(-isl // _PREFIX_BLOCK_TOKENS)
+            # a prompt is its entry's chain of block hashes: equal prompts share all of them
+            prefixes = [[int(e) * blocks + k for k in range(blocks)] for e in entry]
+        eng = run_engine(
+            np.concatenate([np.zeros(c), np.full(n - c, np.inf)]),
+            base["prompt_tokens"].to_numpy(),
+            base["output_tokens"].to_numpy(),
+            [cfg],
+            [1],
+            routers=[make_router("round_robin")],
+            # request i belongs to client i mod c, whose next request is i + c
+            successor=np.where(ids + c < n, ids + c, -1),
+            send_delay_s=send_delay_s,
+            prefixes=prefixes,
+            sample_every_s=math.inf,
+        )
+        assert eng.arrival_s is not None
+        ttft = eng.first_token_s - eng.arrival_s
+        out = base["output_tokens"].to_numpy()
+        tpot = np.where(out > 1, (eng.finish_s - eng.first_token_s) / np.maximum(out - 1, 1), 0.0)
+        return float(ttft.mean()), float(tpot.mean())
+    spec = ClusterSpec(replica=rspec)
+    first = simulate(base.head(c), spec, efficiency=efficiency).requests
+    offsets = np.arange(c) * float(first["e2e_s"].to_numpy().mean()) / c
     arrival = np.concatenate([offsets, np.full(n - c, np.inf)])
     res = None
     for _ in range(2 * waves):  # waves passes reveal every send time, the rest converge
@@ -509,8 +567,8 @@ def _closed_loop(
             break
         arrival = new
     assert res is not None
-    kept = res if clients == "benchmark" else res.slice(c)
-    return float(kept["ttft_s"].mean()), float(kept["tpot_s"].mean())
+    kept = res.slice(c)
+    return float(kept["ttft_s"].to_numpy().mean()), float(kept["tpot_s"].to_numpy().mean())
 
 
 def validate_silicon(
@@ -519,7 +577,12 @@ def validate_silicon(
     limit: int | None = None,
     efficiency: Literal["kernels", "builtin"] = "kernels",
     clients: Literal["benchmark", "staggered"] = "benchmark",
-    requests_per_client: int = 10,
+    requests_per_client: int = 20,
+    engine: Literal["aiconfigurator", "backend_defaults", "sarathi_8192"] = "aiconfigurator",
+    send_jitter_s: float = 0.0,
+    prompt_pool: int | None = None,
+    output_spread: float = 0.0,
+    seed: int = 0,
     peer: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Predict aiconfigurator's measured deployments (TTFT, TPOT) with no fitting on them.
@@ -527,10 +590,12 @@ def validate_silicon(
     Uses the aggregated (co-located) rows of ``silicon_sample.csv`` whose model and GPU are
     in the catalog (Llama-3.1-8B/70B, Qwen3-32B on H100/H200, vLLM/TensorRT-LLM/SGLang,
     bf16 and fp8, PP 1). Each row is a load-generator run of ``batch_size`` concurrent
-    clients sending ``isl``-token prompts for ``osl`` tokens; fleetlab simulates that run
-    (Sarathi-style mixed batching with an 8,192-token budget; see ``clients``) and
-    averages TTFT and TPOT over its requests. Efficiencies come from kernel measurements
-    (or vidur's profiles) and the built-in defaults: these rows are a pure hold-out.
+    clients sending ``isl``-token prompts for exactly ``osl`` tokens (aiconfigurator's
+    benchmark: aiperf at fixed concurrency, ``20 · batch_size`` requests, warm-up
+    excluded, ``ignore_eos``); fleetlab simulates that run with Sarathi-style mixed
+    batching (see ``clients`` and ``engine``) and averages TTFT and TPOT over its
+    requests. Efficiencies come from kernel measurements (or vidur's profiles) and the
+    built-in defaults: these rows are a pure hold-out.
 
     Parameters
     ----------
@@ -544,10 +609,37 @@ def validate_silicon(
         measurements, not these rows); ``builtin``: the GPU spec's vidur-calibrated ones.
     clients : {"benchmark", "staggered"}
         ``benchmark``: every client starts at t = 0 and sends ``requests_per_client``
-        requests back to back; means over all of them (the load generator's run).
+        requests back to back, each the moment the previous one ends (an exact closed
+        loop in the engine); means over all of them (the load generator's profiled
+        phase, which starts together once the warm-up requests have drained).
         ``staggered``: clients spread over one request's duration, first wave left out.
     requests_per_client : int
-        Requests each client sends (``benchmark``; at least 2).
+        Requests each client sends (at least 2); 20 is aiconfigurator's benchmark
+        (``--request-count 20 · concurrency``).
+    engine : {"aiconfigurator", "backend_defaults", "sarathi_8192"}
+        The serving engine's scheduler and tokens per step. ``aiconfigurator``: Sarathi
+        with ``batch_size + isl + 1500`` tokens per step, the limit aiconfigurator's
+        generator writes into the deployments it benchmarks (vLLM and TRT-LLM
+        ``max_num_tokens``; SGLang ``max_prefill_tokens`` with mixed chunks on), so a
+        whole prompt fits one step; ``backend_defaults``: each backend's stock
+        scheduler and 8,192-token step (``_BACKEND_SCHEDULERS``); ``sarathi_8192``:
+        Sarathi at 8,192 tokens for every backend (the previous setting).
+    send_jitter_s : float
+        Mean of an exponential client-side delay (seconds) between a request's last
+        token and the client's next request (HTTP, tokenisation); 0 (default) sends at
+        once. Drawn from ``seed``.
+    prompt_pool : int, optional
+        Draw the prompts from this many distinct ones, with prefix caching on (aiperf's
+        default ``--num-dataset-entries`` is 100; aiconfigurator's Slurm flow passes
+        ``20 · concurrency``, i.e. every prompt distinct: the default, None).
+    output_spread : float
+        Diagnostic, off by default: each request generates ``osl · (1 - output_spread ·
+        u)`` tokens (``u`` uniform in [0, 1), from ``seed``) instead of exactly ``osl``.
+        aiconfigurator's protocol fixes the output length (``ignore_eos``,
+        ``min_tokens = max_tokens``), so this is not that protocol; it measures how much
+        length variation would de-synchronise the clients.
+    seed : int
+        Seed of the send-delay draws, the prompt-pool shuffle and the output spread.
     peer : bool
         Also run aiconfigurator's own agg estimator offline on every row
         (:func:`aiconfigurator_predict`) and report its MAPE beside fleetlab's.
@@ -562,6 +654,9 @@ def validate_silicon(
     ------
     DataNotFoundError
         aiconfigurator-core is not installed and no path was given.
+    ConfigError
+        ``requests_per_client`` < 2, ``send_jitter_s`` < 0, ``prompt_pool`` < 1 or
+        ``output_spread`` outside [0, 1).
     """
     src = Path(path) if path is not None else silicon_sample_path()
     df = pl.read_csv(src, infer_schema_length=20000)
@@ -583,6 +678,15 @@ def validate_silicon(
     )
     if limit is not None:
         df = df.head(limit)
+    if send_jitter_s < 0:
+        raise ConfigError(f"send_jitter_s: expected >= 0 seconds, found {send_jitter_s}")
+    if requests_per_client < 2:
+        raise ConfigError(f"requests_per_client: expected >= 2, found {requests_per_client}")
+    if not 0.0 <= output_spread < 1.0:
+        raise ConfigError(f"output_spread: expected in [0, 1), found {output_spread}")
+    if prompt_pool is not None and prompt_pool < 1:
+        raise ConfigError(f"prompt_pool: expected >= 1 distinct prompts, found {prompt_pool}")
+    rng = np.random.default_rng(seed)
     preds_ttft, preds_tpot = [], []
     effs: dict[tuple[str, str, str], Efficiency | None] = {}
     for r in df.iter_rows(named=True):
@@ -605,6 +709,36 @@ def validate_silicon(
                 clients=clients,
                 requests_per_client=requests_per_client,
                 efficiency=effs[key],
+                token_budget=(
+                    int(r["batch_size"]) + int(r["isl"]) + 1500
+                    if engine == "aiconfigurator"
+                    else 8192
+                ),
+                scheduler=(
+                    _BACKEND_SCHEDULERS[r["backend"]] if engine == "backend_defaults" else "sarathi"
+                ),
+                prompt_pool=prompt_pool,
+                seed=seed,
+                output_tokens=(
+                    np.maximum(
+                        2,
+                        np.round(
+                            int(r["osl"])
+                            * (
+                                1.0
+                                - output_spread
+                                * rng.random(int(r["batch_size"]) * max(2, requests_per_client))
+                            )
+                        ),
+                    ).astype(np.int64)
+                    if output_spread > 0
+                    else None
+                ),
+                send_delay_s=(
+                    rng.exponential(send_jitter_s, int(r["batch_size"]) * requests_per_client)
+                    if send_jitter_s > 0
+                    else None
+                ),
             )
         except FleetlabError:
             ttft = tpot = float("nan")
