@@ -15,12 +15,16 @@ Runs, in one process:
    policies, the Python path for all (and whether they agree).
 4. The kernel alone on a longer stream (``--kernel-requests``, default 200,000) that
    loads the cluster, so departures keep pace with arrivals.
-5. On each real trace in the mirror: peak servers used by best-fit and FGD vs the
+5. End to end: ``simulate()`` (200 timeline samples, placements, metrics) on that
+   stream with ``engine="kernel"`` and ``engine="python"`` (``--e2e-policies``), the
+   results checked identical; and the kernel's first-compile cost, measured in fresh
+   processes with an empty numba cache directory (then a second process loading it).
+6. On each real trace in the mirror: peak servers used by best-fit and FGD vs the
    fluid and LP lower bounds, then the FGD protocol on openb.
 
 Usage: ``python benchmarks/placement.py [--servers 10000] [--requests 20000] [--repeat 3]
-[--kernel-requests 200000] [--service-requests 60000] [--service-only | --no-traces |
---traces-only]``
+[--kernel-requests 200000] [--service-requests 60000] [--e2e-policies best-fit,worst-fit]
+[--service-only | --e2e-only | --no-traces | --traces-only]``
 """
 
 from __future__ import annotations
@@ -274,6 +278,16 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=3, help="Kernel runs per figure (the fastest is kept)."
     )
+    ap.add_argument(
+        "--e2e-policies",
+        default="best-fit,worst-fit",
+        help="Policies timed end to end through simulate(), kernel vs Python path.",
+    )
+    ap.add_argument(
+        "--e2e-only",
+        action="store_true",
+        help="Only the end-to-end simulate() timing and the first-compile cost.",
+    )
     ap.add_argument("--no-traces", action="store_true", help="Skip the real-trace part.")
     ap.add_argument("--traces-only", action="store_true", help="Only the real-trace part.")
     args = ap.parse_args()
@@ -290,6 +304,10 @@ def main() -> None:
         return
     if args.traces_only:
         real_traces()
+        return
+    if args.e2e_only:
+        end_to_end(cluster, args.servers, args.kernel_requests, args.e2e_policies, args.repeat)
+        compile_cost()
         return
     warm = reqs.take(np.arange(min(2000, reqs.size)))
     fleetlab_run(cluster, warm, P.make_policy("best-fit"))
@@ -334,6 +352,8 @@ def main() -> None:
             )
         print(line)
     steady_state(cluster, args.servers, args.kernel_requests, args.repeat)
+    end_to_end(cluster, args.servers, args.kernel_requests, args.e2e_policies, args.repeat)
+    compile_cost()
     if not args.no_traces:
         real_traces()
 
@@ -352,6 +372,93 @@ def steady_state(cluster: P.Cluster, servers: int, n: int, repeat: int) -> None:
             f"  {name:<16} {n / cpu:>9,.0f} decisions/CPU-s  {n / wall:>9,.0f}/s wall"
             f"   failures {(node < 0).sum():>6}   cores allocated at the end {share:.0%}"
         )
+
+
+def _same(a: P.SimResult, b: P.SimResult) -> bool:
+    """Identical timeline, placements and metrics (all but ``engine``)."""
+    ma = {k: v for k, v in a.metrics.items() if k != "engine"}
+    mb = {k: v for k, v in b.metrics.items() if k != "engine"}
+    return a.timeline.equals(b.timeline) and a.placements.equals(b.placements) and ma == mb
+
+
+def end_to_end(cluster: P.Cluster, servers: int, n: int, policies: str, repeat: int) -> None:
+    """``simulate()`` as users call it: kernel vs Python path on the same long stream.
+
+    The whole call is timed (request preparation, the replay, 200 timeline samples,
+    the placements table and the metrics); the kernel run is the fastest of
+    ``repeat``, the Python path runs once (it takes tens of seconds).
+    """
+    vms = vm_stream(n, servers)
+    reqs = P.requests_from_vms(vms, cluster)
+    print(
+        f"\nsimulate() end to end ({n:,} requests, 200 samples; kernel fastest of {repeat}, "
+        "Python path once; CPU-s and wall):"
+    )
+    for name in policies.split(","):
+        pol = P.make_policy(name)
+        fast: P.SimResult | None = None
+        wall_k = cpu_k = math.inf
+        for _ in range(max(repeat, 1)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fast = P.simulate(cluster, reqs, pol, engine="kernel")
+            wall_k = min(wall_k, time.perf_counter() - t0)
+            cpu_k = min(cpu_k, time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        ref = P.simulate(cluster, reqs, pol, engine="python")
+        wall_p, cpu_p = time.perf_counter() - t0, time.process_time() - c0
+        assert fast is not None
+        print(
+            f"  {name:<16} kernel {cpu_k:6.2f} CPU-s {wall_k:6.2f} s wall "
+            f"({n / cpu_k:>9,.0f} req/CPU-s)   Python {cpu_p:6.2f} CPU-s {wall_p:6.2f} s wall "
+            f"({n / cpu_p:>7,.0f} req/CPU-s)   python/kernel {cpu_p / cpu_k:.1f}x CPU, "
+            f"{wall_p / wall_k:.1f}x wall   identical: {_same(fast, ref)}   "
+            f"failures {fast.metrics['failures']}   engine (auto) "
+            f"{P.simulate(cluster, reqs.take(np.arange(100)), pol).metrics['engine']}"
+        )
+
+
+_COMPILE_PROBE = """
+import time
+c0, t0 = time.process_time(), time.perf_counter()
+from fleetlab import placement as P
+spec = P.ClusterSpec(server_types=(P.ServerType(name="s", count=4, capacity={"cores": 8,
+                                                                   "memory_gb": 8}),))
+cl = P.build_cluster(spec)
+import polars as pl
+vms = pl.DataFrame({"vm_id": ["a", "b"], "created_s": [0.0, 1.0], "deleted_s": [2.0, 3.0],
+                    "cores": [1.0, 2.0], "memory_gb": [1.0, 2.0]})
+c1, t1 = time.process_time(), time.perf_counter()
+P.simulate(cl, vms, "best-fit", samples=3, engine="kernel")
+c2, t2 = time.process_time(), time.perf_counter()
+P.simulate(cl, vms, "best-fit", samples=3, engine="kernel")
+c3, t3 = time.process_time(), time.perf_counter()
+print(f"{c2 - c1:.2f} {t2 - t1:.2f} {c3 - c2:.4f} {t3 - t2:.4f} {c1 - c0:.2f}")
+"""
+
+
+def compile_cost() -> None:
+    """First call of the kernel in a fresh process: empty numba cache, then cached."""
+    import subprocess
+    import sys
+    import tempfile
+
+    print("\nkernel first-call cost (fresh processes, NUMBA_CACHE_DIR a new empty folder):")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("compile (empty cache)", "load (cache written by the first)"):
+            done = subprocess.run(
+                [sys.executable, "-c", _COMPILE_PROBE],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            c1, w1, c2, w2, imp = done.stdout.split()
+            print(
+                f"  {label:<34} first simulate() {float(c1):5.2f} CPU-s {float(w1):5.2f} s "
+                f"wall; second call {float(c2) * 1e3:.1f} ms CPU {float(w2) * 1e3:.1f} ms wall; "
+                f"import {imp} CPU-s"
+            )
 
 
 def real_traces() -> None:

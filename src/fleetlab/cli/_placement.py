@@ -86,6 +86,12 @@ def simulate_cmd(
     max_per_rack: int | None = typer.Option(
         None, "--max-per-rack", help="Spread a tenant: at most N VMs per rack."
     ),
+    migrate: bool = typer.Option(
+        False,
+        "--migrate",
+        help="Move one resident VM to make room for a request that fits nowhere "
+        "(any named policy; runs the Python engine).",
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N requests."),
     samples: int = typer.Option(200, "--samples", help="Points in the timeline per policy."),
     missing_created: str = typer.Option(
@@ -116,6 +122,7 @@ def simulate_cmd(
         "failures": str(failures) if failures else None,
         "oversub_ratio": oversub_ratio,
         "max_per_rack": max_per_rack,
+        "migrate": migrate,
         "limit": limit,
     }
     with recorded_run("placement simulate", config, [trace, cluster]) as run:
@@ -139,6 +146,7 @@ def simulate_cmd(
                 outages=outage,
                 oversub_ratio=oversub_ratio,
                 max_per_rack=max_per_rack,
+                migrate=migrate,
                 progress=lambda n: bar.update(task, completed=n),
             )
         if head:
@@ -156,6 +164,7 @@ def simulate_cmd(
                     oversub_ratio=oversub_ratio,
                     types=types,
                     max_per_rack=max_per_rack,
+                    migrate=migrate,
                 )
                 res = pl_.simulate(cl, reqs, pol, samples=2, outages=outage, types=types)
                 metrics["oversub_violations"][name] = pl_.oversub_violations(
@@ -187,6 +196,7 @@ def simulate_cmd(
         return
     names = {
         "policy": "policy",
+        "engine": "engine",
         "failures": "failed",
         "failure_rate": "fail share",
         "peak_used_servers": "peak servers",
@@ -196,6 +206,7 @@ def simulate_cmd(
         "mean_alloc_cores": "cores alloc",
         "mean_alloc_gpus": "GPUs alloc",
         "mean_gpu_frag": "GPU frag",
+        "migrations": "migrations",
     }
     rows = [{names[k]: r[k] for k in names if k in r} for r in summary.to_dicts()]
     out.print(
@@ -296,6 +307,12 @@ def size_cmd(
         None, "--failures", help="FailureSpec YAML: size with the headroom failures need."
     ),
     seed: int = typer.Option(0, "--seed"),
+    migrate: bool = typer.Option(
+        False,
+        "--migrate",
+        help="Move one resident VM to make room for a request that fits nowhere "
+        "(runs the Python engine).",
+    ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Probes (.parquet) or result (.json)."
     ),
@@ -326,6 +343,7 @@ def size_cmd(
         "policy": policy,
         "max_failure_rate": max_failure_rate,
         "failures": str(failures) if failures else None,
+        "migrate": migrate,
         "limit": limit,
     }
     with recorded_run("placement size", config, [trace]) as run:
@@ -338,6 +356,7 @@ def size_cmd(
                 max_failure_rate=max_failure_rate,
                 seed=seed,
                 failures=pl_.load_failure_spec(str(failures)) if failures else None,
+                migrate=migrate,
                 progress=lambda n: bar.update(task, completed=n),
             )
         run.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})

@@ -55,7 +55,7 @@ from fleetlab.placement._policies import (
 from fleetlab.placement._report import fragmentation_report, simulation_report
 from fleetlab.placement._requests import Requests, requests_from_vms
 from fleetlab.placement._service import Allocator, handle, serve, start_server
-from fleetlab.placement._simulate import SimResult, compare, simulate, too_large
+from fleetlab.placement._simulate import SimResult, compare, kernel_reason, simulate, too_large
 from fleetlab.placement._size import size_cluster
 from fleetlab.placement._state import Ask, ClusterState, ask_of
 from fleetlab.placement._tour import tour_stop
@@ -98,6 +98,7 @@ __all__ = [
     "gpu_packing",
     "handle",
     "headroom",
+    "kernel_reason",
     "least_allocated",
     "lifetime_alignment",
     "load_cluster",

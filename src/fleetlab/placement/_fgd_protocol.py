@@ -9,8 +9,8 @@ arrived load, for every policy on the same arrival sequence, and averaged over s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -18,7 +18,8 @@ import polars as pl
 from fleetlab.errors import ConfigError
 from fleetlab.placement._cluster import GPU_DIM, Cluster
 from fleetlab.placement._fgd import FgdScore, task_types
-from fleetlab.placement._policies import decide, make_policy
+from fleetlab.placement._kernel import StreamRun, kernel_ineligible
+from fleetlab.placement._policies import Policy, decide, make_policy
 from fleetlab.placement._requests import Requests, requests_from_vms
 from fleetlab.placement._state import ClusterState, ask_of
 from fleetlab.sim import Streams
@@ -56,13 +57,41 @@ def arrival_sequence(reqs: Requests, gpu_capacity: float, seed: int) -> Requests
     )
 
 
-def _cluster_frag(state: ClusterState, score: FgdScore) -> float:
+def _cluster_frag(state: ClusterState | StreamRun, score: FgdScore) -> float:
     gpus = np.flatnonzero(state.cluster.gpus > 0)
     keys = []
     for node in gpus.tolist():
         cpu, mem = score._cm(state, node)
         keys.append(score._key(cpu, mem, state.gpu_free[node]))
     return float(sum(score._frag_many(keys))) / 1000.0
+
+
+def _fill_python(
+    cluster: Cluster, seq: Requests, pol: Policy, marks: list[int]
+) -> Iterator[tuple[ClusterState | StreamRun, int]]:
+    """The state and failures so far after each arrival in ``marks`` (Python path)."""
+    state = ClusterState(cluster)
+    failed = 0
+    todo = set(marks)
+    for i in range(seq.size):
+        ask = ask_of(seq, i)
+        choice = decide(pol, state, ask)
+        if choice is None:
+            failed += 1
+        else:
+            state.place(ask, *choice)
+        if i in todo:
+            yield state, failed
+
+
+def _fill_kernel(
+    cluster: Cluster, seq: Requests, pol: Policy, marks: list[int]
+) -> Iterator[tuple[ClusterState | StreamRun, int]]:
+    """The same from the compiled kernel (arrivals at 0, 1, 2, ... s; no departures)."""
+    run = StreamRun(cluster, seq, pol)
+    for i in marks:
+        run.advance(float(seq.arrival[i]) + 0.5)
+        yield run, run.failures
 
 
 def fragmentation_experiment(
@@ -80,6 +109,7 @@ def fragmentation_experiment(
     seeds: Sequence[int] = (0, 1, 2),
     step: float = 0.02,
     progress: Callable[[int], None] | None = None,
+    engine: Literal["auto", "python"] = "auto",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Run the FGD paper's fill-the-cluster protocol.
 
@@ -96,6 +126,12 @@ def fragmentation_experiment(
         One arrival sequence per seed, shared by every policy.
     step
         Record every ``step`` of arrived load (share of GPU capacity).
+    progress
+        Called with the number of (seed, policy) runs done after each.
+    engine
+        ``auto``: the compiled kernel for the policies that have one (``best-fit``,
+        ``dot-product``, ...; identical curves), the Python path for the others;
+        ``python``: the Python path for all.
 
     Returns
     -------
@@ -108,8 +144,10 @@ def fragmentation_experiment(
     Raises
     ------
     ConfigError
-        The cluster has no GPUs, or the trace requests none.
+        The cluster has no GPUs, the trace requests none, or an unknown engine.
     """
+    if engine not in ("auto", "python"):
+        raise ConfigError(f"engine: expected auto or python, found {engine!r}")
     if GPU_DIM not in cluster.dims:
         raise ConfigError("cluster: the FGD protocol needs GPU servers, found none")
     reqs = vms if isinstance(vms, Requests) else requests_from_vms(vms, cluster)
@@ -124,40 +162,43 @@ def fragmentation_experiment(
         tasks.append(seq.size)
         gpu_req = seq.gpu_count * seq.gpu_milli / 1000.0
         cum = np.cumsum(gpu_req) / capacity
+        # the arrivals after which the curve is recorded (each ``step`` of arrived load)
+        marks: list[int] = []
+        mark = step
+        for i in range(seq.size):
+            if cum[i] + 1e-12 >= mark or i == seq.size - 1:
+                marks.append(i)
+                while mark <= cum[i] + 1e-12:
+                    mark += step
         for name in policies:
             pol = make_policy(name, seed=seed, types=types)
             meter = FgdScore(types)
-            state = ClusterState(cluster)
-            failed = 0
-            mark = step
-            for i in range(seq.size):
-                ask = ask_of(seq, i)
-                choice = decide(pol, state, ask)
-                if choice is None:
-                    failed += 1
-                else:
-                    state.place(ask, *choice)
-                if cum[i] + 1e-12 >= mark or i == seq.size - 1:
-                    alloc = float(capacity - state.free[:, gcol].sum()) / capacity
-                    rows.append(
-                        {
-                            "policy": name,
-                            "seed": seed,
-                            "arrived": float(min(cum[i], 1.0)),
-                            "unallocated": 1.0 - alloc,
-                            "fragmented": _cluster_frag(state, meter) / capacity,
-                            "failed": failed,
-                        }
-                    )
-                    while mark <= cum[i] + 1e-12:
-                        mark += step
+            if engine == "auto" and kernel_ineligible(pol) is None:
+                states = _fill_kernel(cluster, seq, pol, marks)
+            else:
+                states = _fill_python(cluster, seq, pol, marks)
+            for i, (state, failed) in zip(marks, states, strict=True):
+                alloc = float(capacity - state.free[:, gcol].sum()) / capacity
+                rows.append(
+                    {
+                        "policy": name,
+                        "seed": seed,
+                        "arrived": float(min(cum[i], 1.0)),
+                        "unallocated": 1.0 - alloc,
+                        "fragmented": _cluster_frag(state, meter) / capacity,
+                        "failed": failed,
+                    }
+                )
             done += 1
             if progress is not None:
                 progress(done)
     curves = pl.DataFrame(rows)
-    final = curves.group_by("policy", "seed").agg(pl.all().sort_by("arrived").last())
+    final = curves.group_by("policy", "seed", maintain_order=True).agg(
+        pl.all().sort_by("arrived").last()
+    )
     summary = (
-        final.group_by("policy")
+        # in curve order, so the means over seeds are summed in one fixed order
+        final.group_by("policy", maintain_order=True)
         .agg(
             pl.col("unallocated").mean(),
             pl.col("unallocated").std().alias("unallocated_std"),
@@ -165,7 +206,7 @@ def fragmentation_experiment(
             pl.col("failed").mean(),
         )
         .with_columns((pl.col("unallocated") * capacity).alias("unallocated_gpus"))
-        .sort("unallocated")
+        .sort("unallocated", maintain_order=True)  # ties keep the policies' order
     )
     metrics: dict[str, Any] = {
         "gpu_capacity": capacity,

@@ -350,63 +350,70 @@ def _descend(trees, t, p) -> int:  # pragma: no cover - jit
 
 
 @njit(cache=True, nogil=True)
-def _replay(
+def _advance(
+    until: float,
     code: int,
     xs: np.ndarray,
     ys: np.ndarray,
     capacity: np.ndarray,
     inv: np.ndarray,
-    gpus_per_server: np.ndarray,
     gpu_col: int,
     arrival: np.ndarray,
     departure: np.ndarray,
     leave: np.ndarray,
+    skip: np.ndarray,
     shape_of: np.ndarray,
     sh_dem: np.ndarray,
     sh_count: np.ndarray,
     sh_milli: np.ndarray,
     sh_model: np.ndarray,
     model_ok: np.ndarray,
-    max_trees: int,
+    free: np.ndarray,
+    up: np.ndarray,
+    count: np.ndarray,
+    gpu_free: np.ndarray,
+    gpu_max: np.ndarray,
+    gpu_whole: np.ndarray,
+    trees: np.ndarray,
+    tree_shape: np.ndarray,
+    tree_used: np.ndarray,
+    slot_of: np.ndarray,
+    picked: np.ndarray,
     out_node: np.ndarray,
     out_gpus: np.ndarray,
+    pos: np.ndarray,
 ) -> None:  # pragma: no cover - jit
+    # Handle every event strictly before ``until`` and return: the state (free, GPU
+    # slots, counts, trees) lives in the arrays passed in, the cursors and counters in
+    # ``pos`` = [next arrival, departure cursor, active, failures, busy servers, peak
+    # busy servers, events handled], so a caller can stop at its sample times, read
+    # the state and go on. Departures (in (time, index) order) go before arrivals at
+    # equal times, exactly as the simulator's heap.
     n, d = capacity.shape
     g = out_gpus.shape[1]
     r = arrival.shape[0]
-    n_shapes = sh_dem.shape[0]
-    free = capacity.copy()
-    up = np.ones(n, dtype=np.bool_)
-    count = np.zeros(n, dtype=np.int64)
-    gpu_free = np.full((n, g), -1, dtype=np.int64)
-    for s in range(n):
-        for k in range(gpus_per_server[s]):
-            gpu_free[s, k] = 1000
-    gpu_max = np.zeros(n, dtype=np.int64)
-    gpu_whole = np.zeros(n, dtype=np.int64)
-    for s in range(n):
-        if gpus_per_server[s] > 0:
-            gpu_max[s] = 1000
-        gpu_whole[s] = gpus_per_server[s]
-    # trees: at most max_trees, least recently used recycled
-    p = 1
-    while p < n:
-        p *= 2
-    t_count = max(min(max_trees, n_shapes), 1)
-    trees = np.full((2 * p, t_count), _INF)
-    tree_shape = np.full(t_count, -1, dtype=np.int64)
-    tree_used = np.zeros(t_count, dtype=np.int64)
-    slot_of = np.full(max(n_shapes, 1), -1, dtype=np.int64)
-    # departures: every request's (departure, index), sorted once outside; a cursor
-    # walks it and releases the placed ones (the order of the simulator's heap)
-    cur = 0
-    picked = np.empty(max(g, 1), dtype=np.int64)
-    for i in range(r):
-        # release every VM leaving at or before this arrival, in (time, index) order;
-        # an entry not yet arrived (index >= i) can only leave now if it lasts 0 s, and
-        # so can every later entry: stop there and take them after their arrival
-        while cur < r and departure[leave[cur]] <= arrival[i] and leave[cur] < i:
+    t_count = trees.shape[1]
+    p = trees.shape[0] // 2
+    i = pos[0]
+    cur = pos[1]
+    active = pos[2]
+    failures = pos[3]
+    busy = pos[4]
+    peak = pos[5]
+    handled = pos[6]
+    while True:
+        # release every VM leaving at or before the next arrival (or before ``until``
+        # once no arrival is due), in (time, index) order; an entry not yet arrived
+        # (index >= i) can only leave now if it lasts 0 s, and so can every later
+        # entry: stop there and take them after their arrival
+        due = i < r and arrival[i] < until
+        while cur < r and leave[cur] < i:
             j = leave[cur]
+            if due:
+                if not departure[j] <= arrival[i]:
+                    break
+            elif not departure[j] < until:
+                break
             cur += 1
             if out_node[j] < 0:
                 continue
@@ -424,8 +431,11 @@ def _replay(
                 _refresh_gpu(s, gpu_free, gpu_max, gpu_whole, free, gpu_col)
             count[s] -= 1
             if count[s] == 0:
+                busy -= 1
                 for q in range(d):
                     free[s, q] = capacity[s, q]
+            active -= 1
+            handled += 1
             _touch(
                 trees,
                 tree_shape,
@@ -446,6 +456,13 @@ def _replay(
                 xs,
                 ys,
             )
+        if not due:
+            break
+        handled += 1
+        if skip[i]:  # too large for any server: a failure, never decided
+            failures += 1
+            i += 1
+            continue
         # decide: the tree of this request's shape (a recycled one is rebuilt)
         sh = shape_of[i]
         t = slot_of[sh]
@@ -486,6 +503,8 @@ def _replay(
         s = _descend(trees, t, p)
         out_node[i] = s
         if s < 0:
+            failures += 1
+            i += 1
             continue
         # ClusterState.place
         _pick_gpus(s, sh_count[sh], sh_milli[sh], gpu_free, picked)
@@ -501,6 +520,12 @@ def _replay(
                     gpu_free[s, gq] -= milli if milli < 1000 else 1000
             _refresh_gpu(s, gpu_free, gpu_max, gpu_whole, free, gpu_col)
         count[s] += 1
+        if count[s] == 1:
+            busy += 1
+            if busy > peak:
+                peak = busy
+        active += 1
+        i += 1
         _touch(
             trees,
             tree_shape,
@@ -521,11 +546,18 @@ def _replay(
             xs,
             ys,
         )
+    pos[0] = i
+    pos[1] = cur
+    pos[2] = active
+    pos[3] = failures
+    pos[4] = busy
+    pos[5] = peak
+    pos[6] = handled
 
 
 # ---------------------------------------------------------------------- Python side
-def kernel_scorer(policy: Policy) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """The kernel's scorer code and RTCR shape for ``policy``, or None if it has none.
+def kernel_ineligible(policy: Policy) -> str | None:
+    """Why ``policy`` has no compiled form, or None when the kernel can run it.
 
     A policy runs in the kernel when it is a single resource-only scorer the kernel
     knows (tagged ``_kernel_code`` in ``_policies``), with no filter, no
@@ -533,17 +565,207 @@ def kernel_scorer(policy: Policy) -> tuple[int, np.ndarray, np.ndarray] | None:
     """
     from fleetlab.placement._policies import packed_gpus
 
-    if policy.filters or policy.oversub_ratio is not None or not policy.by_class:
-        return None
+    if policy.filters:
+        return f"policy {policy.name!r} has filters (anti-affinity / spread)"
+    if policy.oversub_ratio is not None:
+        return f"policy {policy.name!r} oversubscribes (oversub_ratio)"
     if policy.migrate:
+        return f"policy {policy.name!r} migrates VMs (migrate=True)"
+    if not policy.by_class:
+        return f"policy {policy.name!r} scores per server (by_class=False)"
+    if len(policy.prefer) != 1:
+        return f"policy {policy.name!r} chains {len(policy.prefer)} scorers"
+    if policy.gpu_pick is not packed_gpus:
+        return f"policy {policy.name!r} chooses GPUs its own way"
+    if getattr(policy.prefer[0], "_kernel_code", None) is None:
+        return f"policy {policy.name!r}: its scorer has no compiled twin"
+    return None
+
+
+def kernel_scorer(policy: Policy) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """The kernel's scorer code and RTCR shape for ``policy``, or None if it has none.
+
+    See :func:`kernel_ineligible` for what the kernel can run.
+    """
+    if kernel_ineligible(policy) is not None:
         return None
-    if len(policy.prefer) != 1 or policy.gpu_pick is not packed_gpus:
-        return None
-    code = getattr(policy.prefer[0], "_kernel_code", None)
-    if code is None:
-        return None
+    code = policy.prefer[0]._kernel_code  # type: ignore[attr-defined]
     xs, ys = getattr(policy.prefer[0], "_rtcr_shape", (np.zeros(2), np.zeros(2)))
     return int(code), np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ys, np.float64)
+
+
+class StreamRun:
+    """A request stream replayed by the compiled kernel, stoppable at any time.
+
+    Created by :func:`simulate` (one per run, never shared): :meth:`advance` handles
+    every arrival and departure before a time, after which the live state (``free``,
+    ``gpu_free``, ``count``, ``up``: the attributes :class:`ClusterState` has under
+    the same names) can be sampled exactly as the Python path samples its state.
+
+    Attributes
+    ----------
+    cluster
+        The cluster.
+    free
+        Free capacity, shape (N, D).
+    gpu_free
+        Free milli-GPUs per GPU slot (-1: no slot), shape (N, G).
+    count
+        VMs per server, shape (N,).
+    up
+        All True (the kernel runs without outages), shape (N,).
+    core_col
+        Column of ``cores`` in ``free`` (-1 if absent).
+    node
+        Server per request so far (-1: failed or not yet arrived), shape (R,).
+    gpus
+        GPU slots per request, -1 padded, shape (R, G).
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        reqs: Requests,
+        policy: Policy,
+        *,
+        skip: np.ndarray | None = None,
+        max_trees: int = 64,
+    ) -> None:
+        spec = kernel_scorer(policy)
+        if spec is None:
+            raise ConfigError(
+                f"policy {policy.name!r}: no compiled form (expected a single score-based "
+                "scorer without filters or migrations: first-fit, best-fit, best-fit-l2, "
+                "worst-fit, dot-product, tetris, most-allocated, least-allocated, rtcr)"
+            )
+        if max_trees < 1:
+            raise ConfigError(f"max_trees: expected >= 1, found {max_trees}")
+        self.code, self.xs, self.ys = spec
+        self.cluster = cluster
+        n = cluster.size
+        g = max(int(cluster.max_gpus), 1)
+        self.gpu_col = cluster.dims.index(GPU_DIM) if GPU_DIM in cluster.dims else -1
+        self.core_col = cluster.dims.index("cores") if "cores" in cluster.dims else -1
+        cap = np.ascontiguousarray(cluster.capacity, dtype=np.float64)
+        self.capacity = cap
+        self.inv = np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)
+        # GPU model specs ("A|B"): one mask over servers per distinct spec
+        spec_id: dict[str, int] = {}
+        model_code = np.full(reqs.size, -1, dtype=np.int64)
+        named = np.flatnonzero(np.asarray(reqs.gpu_model, dtype=object).astype(bool))
+        for i, m in zip(named.tolist(), reqs.gpu_model[named].tolist(), strict=True):
+            model_code[i] = spec_id.setdefault(str(m), len(spec_id))
+        server_models = [str(m) for m in cluster.gpu_model.tolist()]
+        self.model_ok = np.zeros((max(len(spec_id), 1), n), dtype=np.bool_)
+        for m, k in spec_id.items():
+            allowed = set(m.split("|"))
+            self.model_ok[k] = [x in allowed for x in server_models]
+        dem = np.ascontiguousarray(reqs.demand, dtype=np.float64).reshape(
+            reqs.size, len(cluster.dims)
+        )
+        count = np.asarray(reqs.gpu_count, dtype=np.int64)
+        milli = np.asarray(reqs.gpu_milli, dtype=np.int64)
+        # request shapes: rows with the same bit patterns (demand, GPU count, share, model)
+        rows = np.ascontiguousarray(np.column_stack([dem.view(np.int64), count, milli, model_code]))
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        _, first, shape_of = np.unique(keys, return_index=True, return_inverse=True)
+        self.shape_of = np.ascontiguousarray(shape_of.reshape(-1), dtype=np.int64)
+        self.sh_dem = np.ascontiguousarray(dem[first]).reshape(first.size, len(cluster.dims))
+        self.sh_count = np.ascontiguousarray(count[first])
+        self.sh_milli = np.ascontiguousarray(milli[first])
+        self.sh_model = np.ascontiguousarray(model_code[first])
+        self.arrival = np.ascontiguousarray(reqs.arrival, dtype=np.float64)
+        self.departure = np.ascontiguousarray(reqs.departure, dtype=np.float64)
+        self.leave = np.lexsort((np.arange(reqs.size), reqs.departure)).astype(np.int64)
+        self.skip = (
+            np.zeros(reqs.size, dtype=np.bool_)
+            if skip is None
+            else np.ascontiguousarray(skip, dtype=np.bool_)
+        )
+        # the live state, as ClusterState initialises it
+        gpus_per = np.asarray(cluster.gpus, dtype=np.int64)
+        self.free = cap.copy()
+        self.up = np.ones(n, dtype=np.bool_)
+        self.count = np.zeros(n, dtype=np.int64)
+        self.gpu_free = np.where(np.arange(g)[None, :] < gpus_per[:, None], 1000, -1).astype(
+            np.int64
+        )
+        self.gpu_max = np.where(gpus_per > 0, 1000, 0).astype(np.int64)
+        self.gpu_whole = gpus_per.copy()
+        # trees: at most max_trees, least recently used recycled
+        p = 1
+        while p < n:
+            p *= 2
+        t_count = max(min(max_trees, first.size), 1)
+        self.trees = np.full((2 * p, t_count), _INF)
+        self.tree_shape = np.full(t_count, -1, dtype=np.int64)
+        self.tree_used = np.zeros(t_count, dtype=np.int64)
+        self.slot_of = np.full(max(first.size, 1), -1, dtype=np.int64)
+        self.picked = np.empty(g, dtype=np.int64)
+        self.node = np.full(reqs.size, -1, dtype=np.int64)
+        self.gpus = np.full((reqs.size, g), -1, dtype=np.int64)
+        self.pos = np.zeros(7, dtype=np.int64)
+
+    @property
+    def active(self) -> int:
+        """VMs placed and not yet gone."""
+        return int(self.pos[2])
+
+    @property
+    def failures(self) -> int:
+        """Requests that arrived and could not be placed (too large ones included)."""
+        return int(self.pos[3])
+
+    @property
+    def busy(self) -> int:
+        """Servers hosting at least one VM now."""
+        return int(self.pos[4])
+
+    @property
+    def peak_busy(self) -> int:
+        """Most servers hosting at least one VM at once so far."""
+        return int(self.pos[5])
+
+    @property
+    def handled(self) -> int:
+        """Events handled so far (arrivals and departures of placed VMs)."""
+        return int(self.pos[6])
+
+    def advance(self, until: float) -> None:
+        """Handle every arrival and departure strictly before ``until`` (seconds)."""
+        _advance(
+            float(until),
+            self.code,
+            self.xs,
+            self.ys,
+            self.capacity,
+            self.inv,
+            self.gpu_col,
+            self.arrival,
+            self.departure,
+            self.leave,
+            self.skip,
+            self.shape_of,
+            self.sh_dem,
+            self.sh_count,
+            self.sh_milli,
+            self.sh_model,
+            self.model_ok,
+            self.free,
+            self.up,
+            self.count,
+            self.gpu_free,
+            self.gpu_max,
+            self.gpu_whole,
+            self.trees,
+            self.tree_shape,
+            self.tree_used,
+            self.slot_of,
+            self.picked,
+            self.node,
+            self.gpus,
+            self.pos,
+        )
 
 
 def place_stream(
@@ -554,7 +776,7 @@ def place_stream(
     Requests arrive in order; before each arrival every placed request whose departure
     is at or before it leaves (in (departure, index) order); a request nothing can host
     fails and never occupies capacity. These are the simulator's semantics without
-    node outages.
+    node outages (:func:`simulate` uses this kernel for eligible runs).
 
     Parameters
     ----------
@@ -578,61 +800,6 @@ def place_stream(
     ConfigError
         The policy has no compiled form, or ``max_trees`` < 1.
     """
-    spec = kernel_scorer(policy)
-    if spec is None:
-        raise ConfigError(
-            f"policy {policy.name!r}: no compiled form (expected a single score-based "
-            "scorer without filters or migrations: first-fit, best-fit, best-fit-l2, worst-fit, "
-            "dot-product, tetris, most-allocated, least-allocated, rtcr)"
-        )
-    if max_trees < 1:
-        raise ConfigError(f"max_trees: expected >= 1, found {max_trees}")
-    code, xs, ys = spec
-    n = cluster.size
-    g = max(int(cluster.max_gpus), 1)
-    gpu_col = cluster.dims.index(GPU_DIM) if GPU_DIM in cluster.dims else -1
-    cap = np.ascontiguousarray(cluster.capacity, dtype=np.float64)
-    inv = np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)
-    # GPU model specs ("A|B"): one mask over servers per distinct spec
-    spec_id: dict[str, int] = {}
-    model_code = np.full(reqs.size, -1, dtype=np.int64)
-    named = np.flatnonzero(np.asarray(reqs.gpu_model, dtype=object).astype(bool))
-    for i, m in zip(named.tolist(), reqs.gpu_model[named].tolist(), strict=True):
-        model_code[i] = spec_id.setdefault(str(m), len(spec_id))
-    server_models = [str(m) for m in cluster.gpu_model.tolist()]
-    model_ok = np.zeros((max(len(spec_id), 1), n), dtype=np.bool_)
-    for m, k in spec_id.items():
-        allowed = set(m.split("|"))
-        model_ok[k] = [x in allowed for x in server_models]
-    dem = np.ascontiguousarray(reqs.demand, dtype=np.float64).reshape(reqs.size, len(cluster.dims))
-    count = np.asarray(reqs.gpu_count, dtype=np.int64)
-    milli = np.asarray(reqs.gpu_milli, dtype=np.int64)
-    # request shapes: rows with the same bit patterns (demand, GPU count, share, model)
-    rows = np.ascontiguousarray(np.column_stack([dem.view(np.int64), count, milli, model_code]))
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    _, first, shape_of = np.unique(keys, return_index=True, return_inverse=True)
-    shape_of = shape_of.reshape(-1)
-    out_node = np.full(reqs.size, -1, dtype=np.int64)
-    out_gpus = np.full((reqs.size, g), -1, dtype=np.int64)
-    _replay(
-        code,
-        xs,
-        ys,
-        cap,
-        inv,
-        np.asarray(cluster.gpus, dtype=np.int64),
-        gpu_col,
-        np.ascontiguousarray(reqs.arrival, dtype=np.float64),
-        np.ascontiguousarray(reqs.departure, dtype=np.float64),
-        np.lexsort((np.arange(reqs.size), reqs.departure)).astype(np.int64),
-        np.ascontiguousarray(shape_of, dtype=np.int64),
-        np.ascontiguousarray(dem[first]),
-        np.ascontiguousarray(count[first]),
-        np.ascontiguousarray(milli[first]),
-        np.ascontiguousarray(model_code[first]),
-        model_ok,
-        int(max_trees),
-        out_node,
-        out_gpus,
-    )
-    return StreamPlacement(out_node, out_gpus)
+    run = StreamRun(cluster, reqs, policy, max_trees=max_trees)
+    run.advance(_INF)
+    return StreamPlacement(run.node, run.gpus)

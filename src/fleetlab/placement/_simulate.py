@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
+from fleetlab.errors import ConfigError
 from fleetlab.placement._cluster import GPU_DIM, Cluster
 from fleetlab.placement._fgd import TaskTypes, cluster_fragmentation, task_types
+from fleetlab.placement._kernel import StreamRun, kernel_ineligible
 from fleetlab.placement._policies import Policy, decide, make_policy
 from fleetlab.placement._requests import Requests, requests_from_vms
 from fleetlab.placement._state import Ask, ClusterState, ask_of
 
 Progress = Callable[[int], None]
+
+#: which replay runs a simulation: the compiled kernel, the Python path, or the kernel
+#: whenever the run is eligible (see :func:`kernel_reason`)
+Engine = Literal["auto", "kernel", "python"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,8 @@ class SimResult:
     metrics
         Totals: requests, failures, failure rate, peak/mean allocation and density per
         dimension, stranded share, used servers, evictions, lost VMs, migrations (VMs
-        moved to make room, policies with ``migrate`` only).
+        moved to make room, policies with ``migrate`` only) and ``engine`` (``kernel``
+        or ``python``: which replay ran).
     """
 
     policy: str
@@ -67,7 +75,11 @@ def too_large(reqs: Requests, cluster: Cluster) -> np.ndarray:
     return bad
 
 
-def _sample(state: ClusterState, typical: np.ndarray, types: TaskTypes | None) -> dict[str, float]:
+def _sample(
+    state: ClusterState | StreamRun, typical: np.ndarray, types: TaskTypes | None
+) -> dict[str, float]:
+    # reads only cluster, up, free, count (and gpu_free, core_col for gpu_frag), which
+    # the Python state and the kernel's StreamRun both hold, so both sample identically
     cl = state.cluster
     up = state.up
     cap = cl.capacity
@@ -95,6 +107,9 @@ def _sample(state: ClusterState, typical: np.ndarray, types: TaskTypes | None) -
         row["gpu_frag"] = cluster_fragmentation(state, types) / gpus if gpus else 0.0
     return row
 
+
+#: memory the kernel engine's per-shape score trees may take (bytes)
+TREE_BYTES = 64 << 20
 
 #: most (VM, server) pairs tried to make room for one request that fits nowhere
 MIGRATION_ATTEMPTS = 8
@@ -136,6 +151,35 @@ def _make_room(
     return None
 
 
+def kernel_reason(policy: Policy, outages: pl.DataFrame | None = None) -> str | None:
+    """Why a run of ``policy`` (with ``outages``) cannot use the compiled kernel, or None.
+
+    Eligible: a single built-in score policy with a compiled twin (``first-fit``,
+    ``best-fit``, ``best-fit-l2``, ``worst-fit``, ``dot-product``, ``tetris``,
+    ``most-allocated``, ``least-allocated``, ``rtcr``), no filters (anti-affinity), no
+    oversubscription, no migrations, the default GPU choice, and no node outages.
+    """
+    if outages is not None and outages.height:
+        return f"node outages given ({outages.height} rows); the kernel runs without outages"
+    return kernel_ineligible(policy)
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """What either replay hands back to :func:`simulate` (arrays of shape (R,))."""
+
+    node: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    outcome: np.ndarray
+    rows: list[dict[str, float]]
+    failures: int
+    evictions: int
+    lost: int
+    migrations: int
+    peak_busy: int
+
+
 def simulate(
     cluster: Cluster,
     vms: pl.DataFrame | Requests,
@@ -146,6 +190,7 @@ def simulate(
     outages: pl.DataFrame | None = None,
     types: TaskTypes | None = None,
     progress: Progress | None = None,
+    engine: Engine = "auto",
 ) -> SimResult:
     """Replay arrivals and departures of ``vms`` on ``cluster`` under ``policy``.
 
@@ -170,6 +215,11 @@ def simulate(
         task shapes of ``vms`` when the cluster has GPUs).
     progress
         Called with the number of events handled so far, now and then.
+    engine
+        ``auto`` (default): the compiled kernel (:func:`place_stream`'s, stopped at
+        every sample time) when the run is eligible (see :func:`kernel_reason`), else
+        the Python path; ``kernel``: the kernel or an error; ``python``: the Python
+        path (the reference; any policy). Both give identical results.
 
     Returns
     -------
@@ -180,15 +230,108 @@ def simulate(
     InputFormatError
         ``vms`` is malformed (see :func:`requests_from_vms`).
     ConfigError
-        Unknown policy name.
+        Unknown policy name or engine, or ``engine="kernel"`` for a run the kernel
+        cannot do (the message says why).
     """
+    if engine not in ("auto", "kernel", "python"):
+        raise ConfigError(f"engine: expected auto, kernel or python, found {engine!r}")
     reqs = vms if isinstance(vms, Requests) else requests_from_vms(vms, cluster)
     if types is None and GPU_DIM in cluster.dims:
         types = task_types(reqs, cluster.dims)
     pol = policy if isinstance(policy, Policy) else make_policy(policy, seed=seed, types=types)
-    state = ClusterState(cluster)
+    why = kernel_reason(pol, outages) if engine != "python" else "engine='python'"
+    if engine == "kernel" and why is not None:
+        raise ConfigError(f"engine='kernel': not eligible: {why}")
     typical = typical_request(reqs)
     big = too_large(reqs, cluster)
+    r = reqs.size
+    finite = reqs.departure[np.isfinite(reqs.departure)]
+    t0 = float(reqs.arrival[0]) if r else 0.0
+    t1 = max(float(reqs.arrival[-1]) if r else 0.0, float(finite.max()) if finite.size else 0.0)
+    grid = np.linspace(t0, t1, max(samples, 2)) if r else np.zeros(0)
+    if why is None:
+        run = _replay_kernel(cluster, reqs, pol, big, grid, typical, types, progress)
+    else:
+        run = _replay_python(cluster, reqs, pol, big, grid, typical, types, outages, progress)
+    timeline = pl.DataFrame(run.rows) if run.rows else pl.DataFrame({"t_s": []})
+    names = np.asarray(cluster.node_ids, dtype=object)
+    start, end = run.start, run.end
+    placements = pl.DataFrame(
+        {
+            "vm_id": reqs.vm_id.tolist(),
+            "node": [names[n] if n >= 0 else None for n in run.node.tolist()],
+            "start_s": start,
+            "end_s": np.where(np.isnan(end) & ~np.isnan(start), reqs.departure, end),
+            "outcome": run.outcome.tolist(),
+        },
+        schema={
+            "vm_id": pl.String,
+            "node": pl.String,
+            "start_s": pl.Float64,
+            "end_s": pl.Float64,
+            "outcome": pl.String,
+        },
+    ).with_columns(pl.col("end_s").fill_nan(None))
+    metrics = _metrics(
+        pol.name, reqs, timeline, run.failures, int(big.sum()), run.evictions, run.lost, cluster
+    )
+    metrics["migrations"] = run.migrations
+    metrics["peak_used_servers"] = run.peak_busy
+    metrics["engine"] = "kernel" if why is None else "python"
+    return SimResult(
+        pol.name, timeline.with_columns(pl.lit(pol.name).alias("policy")), placements, metrics
+    )
+
+
+def _replay_kernel(
+    cluster: Cluster,
+    reqs: Requests,
+    pol: Policy,
+    big: np.ndarray,
+    grid: np.ndarray,
+    typical: np.ndarray,
+    types: TaskTypes | None,
+    progress: Progress | None,
+) -> _Replay:
+    """The compiled replay: stop before each sample time, sample, go on."""
+    # per-shape trees hold 2 x (servers rounded up to a power of 2) floats each: keep
+    # them within TREE_BYTES (64 trees up to 65,536 servers, fewer above; the number of
+    # trees changes only how often one is rebuilt, never a decision)
+    p = 1 << max(cluster.size - 1, 0).bit_length()
+    trees = int(max(1, min(64, TREE_BYTES // (16 * p))))
+    run = StreamRun(cluster, reqs, pol, skip=big, max_trees=trees)
+    rows: list[dict[str, float]] = []
+    for g in grid.tolist():
+        # the Python path samples grid time g before the first event at or after g
+        run.advance(g)
+        row = {"t_s": float(g), "active": float(run.active), "failures": float(run.failures)}
+        row.update(_sample(run, typical, types))
+        rows.append(row)
+        if progress is not None:
+            progress(run.handled)
+    run.advance(math.inf)
+    node = run.node
+    placed = node >= 0
+    # a placed VM starts at its arrival and ends at its departure (inf: never leaves)
+    start = np.where(placed, reqs.arrival, np.nan)
+    end = np.where(placed, reqs.departure, np.nan)
+    outcome = np.where(big, "too_large", np.where(placed, "placed", "failed")).astype(object)
+    return _Replay(node, start, end, outcome, rows, run.failures, 0, 0, 0, run.peak_busy)
+
+
+def _replay_python(
+    cluster: Cluster,
+    reqs: Requests,
+    pol: Policy,
+    big: np.ndarray,
+    grid: np.ndarray,
+    typical: np.ndarray,
+    types: TaskTypes | None,
+    outages: pl.DataFrame | None,
+    progress: Progress | None,
+) -> _Replay:
+    """The reference replay: an event heap and the Python policies (any policy)."""
+    state = ClusterState(cluster)
     r = reqs.size
     node_out = np.full(r, -1, dtype=np.int64)
     start = np.full(r, np.nan)
@@ -207,10 +350,6 @@ def simulate(
                 heap.append((float(d), 2, i))
                 heap.append((float(u), 0, i))
         heapq.heapify(heap)
-    finite = reqs.departure[np.isfinite(reqs.departure)]
-    t0 = float(reqs.arrival[0]) if r else 0.0
-    t1 = max(float(reqs.arrival[-1]) if r else 0.0, float(finite.max()) if finite.size else 0.0)
-    grid = np.linspace(t0, t1, max(samples, 2)) if r else np.zeros(0)
     rows: list[dict[str, float]] = []
     gi = 0
     failures = evictions = lost = migrations = 0
@@ -295,29 +434,8 @@ def simulate(
         if progress is not None and handled % 4096 == 0:
             progress(handled)
     record_until(np.inf)
-    timeline = pl.DataFrame(rows) if rows else pl.DataFrame({"t_s": []})
-    names = np.asarray(cluster.node_ids, dtype=object)
-    placements = pl.DataFrame(
-        {
-            "vm_id": reqs.vm_id.tolist(),
-            "node": [names[n] if n >= 0 else None for n in node_out.tolist()],
-            "start_s": start,
-            "end_s": np.where(np.isnan(end) & ~np.isnan(start), reqs.departure, end),
-            "outcome": outcome.tolist(),
-        },
-        schema={
-            "vm_id": pl.String,
-            "node": pl.String,
-            "start_s": pl.Float64,
-            "end_s": pl.Float64,
-            "outcome": pl.String,
-        },
-    ).with_columns(pl.col("end_s").fill_nan(None))
-    metrics = _metrics(pol.name, reqs, timeline, failures, int(big.sum()), evictions, lost, cluster)
-    metrics["migrations"] = migrations
-    metrics["peak_used_servers"] = peak_busy
-    return SimResult(
-        pol.name, timeline.with_columns(pl.lit(pol.name).alias("policy")), placements, metrics
+    return _Replay(
+        node_out, start, end, outcome, rows, failures, evictions, lost, migrations, peak_busy
     )
 
 
@@ -374,6 +492,8 @@ def compare(
     max_per_rack: int | None = None,
     with_bounds: bool = True,
     progress: Progress | None = None,
+    migrate: bool = False,
+    engine: Engine = "auto",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Simulate several policies on the same trace and cluster, with the lower bound.
 
@@ -383,8 +503,11 @@ def compare(
         As :func:`simulate`.
     policies
         Policies or names (see :data:`POLICY_NAMES`).
-    oversub_ratio, max_per_rack
+    oversub_ratio, max_per_rack, migrate
         Options for named policies (see :func:`make_policy`).
+    engine
+        As :func:`simulate` (``auto``: the kernel for each eligible policy); the
+        summary's ``engine`` column says which ran.
     with_bounds
         Also compute the fluid and LP lower bounds and each policy's gap to them
         (``gap_to_bound`` = peak servers used / bound - 1).
@@ -411,7 +534,12 @@ def compare(
             p
             if isinstance(p, Policy)
             else make_policy(
-                p, seed=seed, types=types, oversub_ratio=oversub_ratio, max_per_rack=max_per_rack
+                p,
+                seed=seed,
+                types=types,
+                oversub_ratio=oversub_ratio,
+                max_per_rack=max_per_rack,
+                migrate=migrate,
             )
         )
         results.append(
@@ -424,6 +552,7 @@ def compare(
                 outages=outages,
                 types=types,
                 progress=progress,
+                engine=engine,
             )
         )
     metrics: dict[str, Any] = {"policies": {r.policy: r.metrics for r in results}}

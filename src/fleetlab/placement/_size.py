@@ -15,7 +15,7 @@ from fleetlab.placement._failures import outages
 from fleetlab.placement._fgd import task_types
 from fleetlab.placement._policies import make_policy
 from fleetlab.placement._requests import requests_from_vms
-from fleetlab.placement._simulate import simulate
+from fleetlab.placement._simulate import Engine, simulate
 from fleetlab.sim import FailureSpec
 
 
@@ -30,6 +30,8 @@ def size_cluster(
     max_servers: int = 200_000,
     failures: FailureSpec | None = None,
     progress: Callable[[int], None] | None = None,
+    migrate: bool = False,
+    engine: Engine = "auto",
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Find the fewest servers of type ``server`` on which ``policy`` fails at most ``f``.
 
@@ -58,13 +60,21 @@ def size_cluster(
         Node/rack crash processes (shared fault model). Each probe then draws outages
         for its servers (seeded) over the trace's span, and VMs lost to evictions count
         as failures too: the answer includes the headroom the failures need.
+    progress
+        Called with the number of probes done after each probe.
+    migrate
+        Let the policy move one resident VM to make room (see :func:`make_policy`).
+    engine
+        As :func:`simulate`: ``auto`` runs each probe in the compiled kernel when the
+        policy and failures allow it; ``result["engine"]`` says which ran.
 
     Returns
     -------
     probes, result
-        ``probes``: one row per simulation (``servers``, ``failure_rate``, ``ok``);
+        ``probes``: one row per simulation (``servers``, ``failure_rate``, ``ok``,
+        ``engine``);
         ``result``: ``servers`` (the answer), ``fluid_bound``, ``lp_bound``, ``gap``
-        (answer / LP bound - 1), ``policy``, ``max_failure_rate``.
+        (answer / LP bound - 1), ``policy``, ``max_failure_rate``, ``engine``.
 
     Raises
     ------
@@ -80,6 +90,7 @@ def size_cluster(
     horizon = reqs.horizon_s
     probes: list[dict[str, Any]] = []
     cache: dict[int, float] = {}
+    engines: set[str] = set()
 
     def rate(n: int) -> float:
         if n not in cache:
@@ -96,16 +107,23 @@ def size_cluster(
             res = simulate(
                 cl,
                 r,
-                make_policy(policy, seed=seed, types=types),
+                make_policy(policy, seed=seed, types=types, migrate=migrate),
                 samples=2,
                 types=types,
                 outages=out,
+                engine=engine,
             )
+            engines.add(res.metrics["engine"])
             too_big = res.metrics["too_large"]
             failed = res.metrics["failures"] - too_big + res.metrics["lost"]
             cache[n] = failed / max(r.size, 1)
             probes.append(
-                {"servers": n, "failure_rate": cache[n], "ok": cache[n] <= max_failure_rate}
+                {
+                    "servers": n,
+                    "failure_rate": cache[n],
+                    "ok": cache[n] <= max_failure_rate,
+                    "engine": res.metrics["engine"],
+                }
             )
             if progress is not None:
                 progress(len(probes))
@@ -141,5 +159,8 @@ def size_cluster(
         "lp_bound": int(lp),
         "gap": float(hi / bound - 1.0) if bound else float("nan"),
         "too_large": int(np.sum(~(reqs.demand <= one.capacity[0] + 1e-9).all(axis=1))),
+        "migrate": migrate,
+        # probes without outages may use the kernel where probes with some cannot
+        "engine": "+".join(sorted(engines)),
     }
     return pl.DataFrame(probes).sort("servers"), result
