@@ -30,9 +30,11 @@ Usage: ``python benchmarks/placement.py [--servers 10000] [--requests 20000] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import math
+import multiprocessing
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -186,12 +188,9 @@ def service_latency(cluster: P.Cluster, vms: pl.DataFrame, n: int = 3000) -> Non
 
     Inside: ``Allocator.allocate`` (parse the body, decide, update the state) and
     ``handle`` (JSON bytes in, HTTP response bytes out) over the whole stream with its
-    releases. HTTP: the first ``n`` requests through a socket with an httpx client.
+    releases. HTTP: the first ``n`` requests to a server process, through a raw keep-alive socket
+    (the server's own latency) and through httpx (what a Python caller sees).
     """
-    import asyncio
-    import json
-    import threading
-
     import httpx
 
     pol = P.make_policy("best-fit")
@@ -221,32 +220,67 @@ def service_latency(cluster: P.Cluster, vms: pl.DataFrame, n: int = 3000) -> Non
         f"  in-process handle (JSON in, HTTP bytes out):\n    wall {_pct(lat)}\n    CPU  {_pct(cpu)}"
     )
     rows = vms.head(n).to_dicts()
-    alloc = P.Allocator(cluster, pol)
-    loop = asyncio.new_event_loop()
-    box: dict = {}
-    ready = threading.Event()
+    bodies = [
+        json.dumps({"vm_id": r["vm_id"], "cores": r["cores"], "memory_gb": r["memory_gb"]})
+        for r in rows
+    ]
+    # The server runs in its own process (as `fleetlab placement serve` does): a server
+    # thread in this process would share the GIL with the client and add its switch delays.
+    ctx = multiprocessing.get_context("fork")
+    port_q = ctx.Queue()
+    server = ctx.Process(
+        target=P.serve,
+        args=(P.Allocator(cluster, pol),),
+        kwargs={"host": "127.0.0.1", "port": 0, "ready": lambda addr: port_q.put(addr[1])},
+        daemon=True,
+    )
+    server.start()
+    port = port_q.get(timeout=60)
+    try:
+        lat = _raw_http_round_trips(port, bodies)
+        print(f"  HTTP round trip (raw socket client, keep-alive, {n} requests): {_pct(lat)}")
+        lat = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            for r in rows:
+                body = {
+                    "vm_id": f"{r['vm_id']}-b",
+                    "cores": r["cores"],
+                    "memory_gb": r["memory_gb"],
+                }
+                t0 = time.perf_counter()
+                c.post("/allocate", json=body)
+                lat.append(time.perf_counter() - t0)
+        print(f"  HTTP round trip (httpx client, keep-alive, {n} requests): {_pct(lat)}")
+    finally:
+        server.terminate()
+        server.join(5)
 
-    async def run() -> None:
-        srv = await P.start_server(alloc, host="127.0.0.1", port=0)
-        box["port"], box["srv"] = srv.sockets[0].getsockname()[1], srv
-        ready.set()
-        async with srv:
-            with contextlib.suppress(asyncio.CancelledError):
-                await srv.serve_forever()
 
-    th = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
-    th.start()
-    ready.wait(10)
+def _raw_http_round_trips(port: int, bodies: list[str]) -> list[float]:
+    """Time POST /allocate round trips on one keep-alive socket with no HTTP library."""
     lat = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{box['port']}") as c:
-        for r in rows:
-            body = {"vm_id": r["vm_id"], "cores": r["cores"], "memory_gb": r["memory_gb"]}
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        for body in bodies:
+            data = body.encode()
+            req = (
+                b"POST /allocate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data
+            )
             t0 = time.perf_counter()
-            c.post("/allocate", json=body)
+            sock.sendall(req)
+            while b"\r\n\r\n" not in buf:
+                buf += sock.recv(65536)
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(buf) < length:
+                buf += sock.recv(65536)
             lat.append(time.perf_counter() - t0)
-    loop.call_soon_threadsafe(box["srv"].close)
-    th.join(5)
-    print(f"  HTTP round trip (httpx client, keep-alive, {n} requests): {_pct(lat)}")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise SystemExit(f"allocate failed: {head[:80]!r}")
+            buf = buf[length:]
+    return lat
 
 
 def main() -> None:
