@@ -183,7 +183,7 @@ async def _fault(
     if stop.is_set():
         installed.set()
         return
-    window = {
+    window: dict[str, Any] = {
         "name": name,
         "proxy": f.proxy,
         "type": f.toxic.type if f.toxic else "http",

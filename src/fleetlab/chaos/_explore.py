@@ -582,7 +582,8 @@ def _findings(
             k
             for k in ("down", "error")
             if (svc, k) in failing_singles
-            and "error_rate" in {b["slo"] for b in single[k]["check"]["breaches"]}
+            and (hit := single[k]) is not None  # always: failing singles were run
+            and "error_rate" in {b["slo"] for b in hit["check"]["breaches"]}
         ]
         if hard:
             out.append(

@@ -84,7 +84,7 @@ def check_allowed(host: str, allow: Sequence[str], *, what: str) -> tuple[str, .
     except socket.gaierror as exc:
         raise SafetyError(f"{what}: cannot resolve {host!r} ({exc})") from exc
     for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
+        addr = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not any(addr in n for n in nets):
             raise SafetyError(
                 f"{what}: {host!r} resolves to {addr}, outside the allowlist "
@@ -358,10 +358,10 @@ class Conn:
         if self.closed:
             transport.close()
             return
-        self.server = transport  # type: ignore[assignment]
+        self.server = transport
         self.up.dst = self.server
         # TCP_NODELAY: uvloop and asyncio set it on every TCP transport, both sides
-        transport.set_write_buffer_limits(high=_HIGH_WATER)  # type: ignore[attr-defined]
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
         self.up.flush_early()  # before the toxic worker (it waits for ``connected``) runs
         self.up.refresh()
         self.connected.set()
@@ -823,9 +823,10 @@ class ProxyServer:
         if kind not in TCP_TOXICS and kind not in HTTP_ACTIONS:
             known = ", ".join([*TCP_TOXICS, *HTTP_ACTIONS])
             raise ApiError(400, f"type: unknown toxic type {kind!r} (expected one of {known})")
-        stream = doc.get("stream") or "downstream"
-        if stream not in ("upstream", "downstream"):
-            raise ApiError(400, f"stream: expected 'upstream' or 'downstream', found {stream!r}")
+        found = doc.get("stream") or "downstream"
+        if found not in ("upstream", "downstream"):
+            raise ApiError(400, f"stream: expected 'upstream' or 'downstream', found {found!r}")
+        stream: Stream = "upstream" if found == "upstream" else "downstream"
         toxicity = doc.get("toxicity", 1.0)
         if (
             isinstance(toxicity, bool)

@@ -71,9 +71,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         # usage errors of click (or typer's vendored copy of it) know how to show themselves
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+        code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "show") and isinstance(code, int):
             exc.show()
-            sys.exit(exc.exit_code)
+            sys.exit(code)
         if type(exc).__name__ == "Abort":
             err.print("aborted")
             sys.exit(130)

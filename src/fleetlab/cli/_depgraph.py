@@ -139,7 +139,7 @@ def show_cmd(
 
     _refuse_existing(report, force=force)
     graph = depgraph.graph_of(graph_path)
-    result = {
+    result: dict[str, Any] = {
         "summary": depgraph.summary(graph),
         "edges": graph.edges(),
         "blast_radius": depgraph.blast_radii(graph),

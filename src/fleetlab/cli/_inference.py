@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import typer
 
@@ -192,6 +192,8 @@ def simulate_cmd(
             raise
     inference.model_spec(spec.replica.model)
     inference.gpu_spec(spec.replica.gpu)
+    # checked by the library, which names the expected values (ConfigError)
+    process = cast(Literal["poisson", "gamma"], arrival)
     if trace is not None:
         if not trace.exists():
             raise DataNotFoundError(f"{trace}: no such trace file")
@@ -206,7 +208,7 @@ def simulate_cmd(
         requests = inference.poisson_requests(
             num_requests,
             qps=qps,
-            process=arrival,  # type: ignore[arg-type]
+            process=process,
             cv=cv,
             seed=seed,
         )
@@ -217,8 +219,8 @@ def simulate_cmd(
         requests = inference.retime(
             requests,
             qps=qps,
-            process=arrival,
-            cv=cv,  # type: ignore[arg-type]
+            process=process,
+            cv=cv,
             seed=seed,
         )
     cfg = {

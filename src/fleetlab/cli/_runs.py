@@ -62,7 +62,7 @@ def list_cmd(
         raise typer.BadParameter(
             f"expected running, finished or failed, found {status!r}", param_hint="--status"
         )
-    records = _store(store).list(limit=limit, command=command, status=status)  # type: ignore[arg-type]
+    records = _store(store).list(limit=limit, command=command, status=status)
     if json_out:
         print_json([r.model_dump(mode="json") for r in records])
         return

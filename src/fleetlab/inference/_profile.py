@@ -57,7 +57,7 @@ class NumpyTimer:
         w = self.rng.standard_normal((k, n), dtype=np.float32) if kind == "gemm" else None
 
         def op() -> object:
-            if kind == "gemm":
+            if w is not None:  # kind == "gemm"
                 return x @ w
             if kind == "norm":
                 return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + 1e-6)
@@ -104,9 +104,9 @@ class TorchTimer:
         norm = torch.nn.RMSNorm(k, device=self.device, dtype=dt) if kind == "norm" else None
 
         def op() -> object:
-            if kind == "gemm":
+            if w is not None:  # kind == "gemm"
                 return x @ w
-            if kind == "norm":
+            if norm is not None:  # kind == "norm"
                 return norm(x)
             if kind == "act":
                 return torch.nn.functional.silu(x)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -391,7 +391,7 @@ def _metrics(
             "slo_attainment": good.height / table.height,
             "preemptions": int(table["preemptions"].sum()),
             "gpus": gpus,
-            "mean_utilization": float(replicas["utilization"].mean()),
+            "mean_utilization": float(cast(float, replicas["utilization"].mean())),
             "mean_batch_seqs": float(
                 (replicas["mean_batch_seqs"] * replicas["iterations"]).sum()
                 / max(int(replicas["iterations"].sum()), 1)

@@ -410,15 +410,17 @@ def aiconfigurator_predict(rows: pl.DataFrame) -> pl.DataFrame:
     from aiconfigurator_core.sdk.models import get_model
 
     logging.getLogger("aiconfigurator_core").setLevel(logging.ERROR)
-    dbs: dict[tuple[str, str], object] = {}
+    dbs: dict[tuple[str, str], pdb.PerfDatabase | None] = {}
     ttft, tpot = [], []
     for r in rows.iter_rows(named=True):
         try:
             key = (str(r["system"]), str(r["backend"]))
             if key not in dbs:
-                dbs[key] = pdb.get_database(
-                    key[0], key[1], pdb.get_latest_database_version(key[0], key[1])
-                )
+                version = pdb.get_latest_database_version(key[0], key[1])
+                dbs[key] = None if version is None else pdb.get_database(key[0], key[1], version)
+            db = dbs[key]
+            if db is None:
+                raise ValueError(f"no aiconfigurator database for {key[0]}/{key[1]}")
             fp8 = r["fl_dtype"] == "fp8"
             res = None
             # fp8 KV first where the weights are fp8; bf16 KV where the backend's tables
@@ -441,7 +443,7 @@ def aiconfigurator_predict(rows: pl.DataFrame) -> pl.DataFrame:
                     batch_size=int(r["batch_size"]), isl=int(r["isl"]), osl=int(r["osl"])
                 )
                 try:
-                    res = get_backend(key[1]).run_agg(model, dbs[key], rc, ctx_tokens=int(r["isl"]))
+                    res = get_backend(key[1]).run_agg(model, db, rc, ctx_tokens=int(r["isl"]))
                     break
                 except Exception:  # missing kernel data for this KV dtype: try the next
                     res = None
@@ -499,8 +501,8 @@ def _closed_loop(
         model=model,
         gpu=gpu,
         tp=tp,
-        dtype=dtype,  # type: ignore[arg-type]
-        kv_dtype=dtype,  # type: ignore[arg-type]
+        dtype=dtype,
+        kv_dtype=dtype,
         scheduler=scheduler,
         chunk_size=token_budget,
         max_batched_tokens=token_budget,
@@ -693,7 +695,7 @@ def validate_silicon(
         key = (r["fl_gpu"], r["backend"], r["fl_dtype"])
         if key not in effs:
             effs[key] = (
-                calibrate_kernels(key[0], backend=key[1], dtype=key[2]).efficiency  # type: ignore[arg-type]
+                calibrate_kernels(key[0], backend=key[1], dtype=key[2]).efficiency
                 if efficiency == "kernels"
                 else None
             )

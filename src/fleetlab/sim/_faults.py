@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import polars as pl
@@ -182,14 +182,16 @@ _PART_SCHEMA = {
     "start_s": pl.Float64,
     "end_s": pl.Float64,
 }
-_EVENT_SCHEMA = {
-    "node": pl.String,
-    "kind": pl.String,
-    "start_s": pl.Float64,
-    "end_s": pl.Float64,
-    "factor": pl.Float64,
-    "cause": pl.String,
-}
+_EVENT_SCHEMA = pl.Schema(
+    {
+        "node": pl.String,
+        "kind": pl.String,
+        "start_s": pl.Float64,
+        "end_s": pl.Float64,
+        "factor": pl.Float64,
+        "cause": pl.String,
+    }
+)
 
 
 def _rng(rng: np.random.Generator | int) -> np.random.Generator:
@@ -621,8 +623,9 @@ def slo_attainment(avail: pl.DataFrame, *, target: float = 0.999) -> dict[str, f
     below = int((a < target).sum())
     return {
         "nodes": n,
-        "fleet_availability": float(a.mean()),
-        "min_availability": float(a.min()),
+        # a non-empty Float64 column: its mean and min are floats (polars types them as any scalar)
+        "fleet_availability": float(cast(float, a.mean())),
+        "min_availability": float(cast(float, a.min())),
         "attainment": 1.0 - below / n,
         "nodes_below_target": below,
         "total_downtime_s": float(avail["downtime_s"].sum())

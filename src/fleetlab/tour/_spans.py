@@ -99,8 +99,9 @@ def _demo_trace(
         at = begin + 50
         for callee, callee_median in TOPOLOGY.get(service, []):
             at = add(callee, span_id, at, callee_median) + 50
-        span["duration"] = max(own, at - begin)
-        return begin + span["duration"]
+        duration = max(own, at - begin)
+        span["duration"] = duration
+        return begin + duration
 
     add("frontend", None, int(DEMO["start_us"]) + t * 50_000, DEMO["frontend_median_us"])
     return spans

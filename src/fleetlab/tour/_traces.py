@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import plotly.graph_objects as go
@@ -32,10 +32,24 @@ REAL = (
     "servegen-alibaba-bailian-2025/multimodal_mm-image.tar.gz",
 )
 
+
 #: the synthetic stand-ins: 10 minutes of chat requests at 2 req/s (lognormal sizes with
 #: the Azure 2023 conversation medians 1,020 / 129 tokens), Mooncake-style requests with
 #: 512-token prefix blocks shared by 30 % of requests, and 20 functions' per-minute counts
-SYNTH = {
+class _Synth(TypedDict):
+    """The parameters of the synthesized traces (used when no mirror is set)."""
+
+    rate_per_s: float
+    duration_s: float
+    prompt_median: int
+    output_median: int
+    sigma: float
+    shared_prefix: float
+    functions: int
+    minutes: int
+
+
+SYNTH: _Synth = {
     "rate_per_s": 2.0,
     "duration_s": 600.0,
     "prompt_median": 1020,
@@ -83,7 +97,7 @@ def _synthesize(folder: Path, seed: int) -> list[Path]:
     minutes = SYNTH["minutes"]
     rates = rng.lognormal(0.0, 2.0, SYNTH["functions"])
     counts = rng.poisson(rates[:, None], (SYNTH["functions"], minutes))
-    wide = {
+    wide: dict[str, list[str] | np.ndarray] = {
         "HashOwner": [f"owner{i % 5}" for i in range(SYNTH["functions"])],
         "HashApp": [f"app{i % 8}" for i in range(SYNTH["functions"])],
         "HashFunction": [f"func{i}" for i in range(SYNTH["functions"])],

@@ -324,21 +324,17 @@ def _scan_v2017(path: Path) -> pl.LazyFrame:
 
 
 def _diagnose_v2017(path: Path) -> InputFormatError | None:
-    fields = [
-        Field(n, k, required=r, column=i)
-        for i, (n, k, r) in enumerate(
-            [
-                ("create_timestamp", "number", True),
-                ("modify_timestamp", "number", True),
-                ("job_id", "int", True),
-                ("task_id", "int", True),
-                ("instance_num", "int", True),
-                ("status", "text", True),
-                ("plan_cpu", "number", False),
-                ("plan_mem", "number", False),
-            ]
-        )
+    spec: list[tuple[str, Kind, bool]] = [
+        ("create_timestamp", "number", True),
+        ("modify_timestamp", "number", True),
+        ("job_id", "int", True),
+        ("task_id", "int", True),
+        ("instance_num", "int", True),
+        ("status", "text", True),
+        ("plan_cpu", "number", False),
+        ("plan_mem", "number", False),
     ]
+    fields = [Field(n, k, required=r, column=i) for i, (n, k, r) in enumerate(spec)]
     if _v2017_has_header(read_head(path, 4096)):
         named = [Field(h, f.kind, f.required) for h, f in zip(_V2017_HEADER, fields, strict=True)]
         return csv_diagnoser(named, header=True, strip_names=True)(path)

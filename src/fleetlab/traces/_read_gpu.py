@@ -118,9 +118,14 @@ def _scan_openb_nodes(path: Path) -> pl.LazyFrame:
 
 def _scan_dlrm(path: Path) -> pl.LazyFrame:
     check_last_line(path)
-    schema = {c: pl.Float64 for c in DLRM}
-    schema.update(
-        instance_sn=pl.String, role=pl.String, app_name=pl.String, max_instance_per_node=pl.Int64
+    schema = pl.Schema(
+        {
+            **{c: pl.Float64 for c in DLRM},
+            "instance_sn": pl.String,
+            "role": pl.String,
+            "app_name": pl.String,
+            "max_instance_per_node": pl.Int64,
+        }
     )
     raw = pl.scan_csv(path, schema=schema, has_header=True, null_values=["", "NaN", "nan"])
     frame = raw.select(

@@ -221,9 +221,11 @@ def _processes(trace: dict[str, Any]) -> dict[str, str | None]:
     for j, item in enumerate(as_list(trace.get("processMap"), "processMap")):
         item = as_dict(item, f"processMap[{j}]")
         proc = as_dict(item.get("process") or {}, f"processMap[{j}].process")
-        pid = opt_str(item.get("processID"), f"processMap[{j}].processID")
-        if pid:
-            services[pid] = opt_str(proc.get("serviceName"), f"processMap[{j}].process.serviceName")
+        proc_id = opt_str(item.get("processID"), f"processMap[{j}].processID")
+        if proc_id:
+            services[proc_id] = opt_str(
+                proc.get("serviceName"), f"processMap[{j}].process.serviceName"
+            )
     return services
 
 

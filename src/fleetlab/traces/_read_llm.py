@@ -75,12 +75,14 @@ def _sniff_mooncake(path: Path, head: bytes) -> bool:
     )
 
 
-_MOONCAKE_SCHEMA = {
-    "timestamp": pl.Float64,
-    "input_length": pl.Int64,
-    "output_length": pl.Int64,
-    "hash_ids": pl.List(pl.Int64),
-}
+_MOONCAKE_SCHEMA = pl.Schema(
+    {
+        "timestamp": pl.Float64(),
+        "input_length": pl.Int64(),
+        "output_length": pl.Int64(),
+        "hash_ids": pl.List(pl.Int64()),
+    }
+)
 
 
 def _scan_mooncake(path: Path) -> pl.LazyFrame:

@@ -24,7 +24,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -99,7 +99,7 @@ def _members(path: Path) -> Iterator[tuple[str, bytes]]:
         return
     try:
         with path.open("rb") as raw:
-            stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if _is_gz(path) else raw
+            stream = gzip.GzipFile(fileobj=raw) if _is_gz(path) else raw
             with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for info in archive:
                     if info.isfile() and _MEMBER.search(info.name):
@@ -138,7 +138,10 @@ def _parse_trace(label: str, data: bytes) -> pl.DataFrame:
         raise found or InputFormatError(
             label, "a line has missing values", expected="6 values per line"
         )
-    step = frame["window_start_s"].diff().median() if frame.height > 1 else None
+    # the median of a Float64 column is a float (None when all values are null)
+    step = (
+        cast("float | None", frame["window_start_s"].diff().median()) if frame.height > 1 else None
+    )
     window = float(step) if step is not None and step > 0 else 600.0
     return frame.with_columns(
         pl.col("pattern").replace("", None),
