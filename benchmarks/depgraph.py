@@ -4,7 +4,12 @@ fleetlab (Polars joins and group-bys) and a straightforward networkx-per-span mi
 side by side in this one process, on the same Parquet file, on 2 Polars threads; then
 fleetlab alone on a 10M-span file, with its peak memory, once with and once without the
 trace statistics, each in a fresh process (a second run in the same process reuses the
-heap the first one left and reads too low). Prints both figures and ratios.
+heap the first one left and reads too low). Prints both figures and ratios. Both sizes
+are also mined from a copy of the file whose name columns (service, operation, status,
+kind, peer_service) are written as Categorical (Parquet dictionary + Arrow dictionary
+type, read back as codes without hashing a string per row), to show what writing the
+canonical spans Parquet that way would buy. The load average is printed before and after:
+on a shared machine CPU seconds are the figure to compare.
 
     python benchmarks/depgraph.py [--spans 10000000] [--peer-spans 1000000]
 
@@ -52,6 +57,15 @@ def make_spans(n_spans: int, seed: int = 0) -> pl.DataFrame:
         for r in range(reps)
     ]
     return pl.concat(parts).head(n_spans)
+
+
+#: the name columns of the spans table (few distinct values)
+NAME_COLUMNS = ["service", "operation", "status", "kind", "peer_service"]
+
+
+def write_categorical(src: Path, dst: Path) -> None:
+    """Copy a spans Parquet file with its name columns written as Categorical."""
+    pl.read_parquet(src).with_columns(pl.col(NAME_COLUMNS).cast(pl.Categorical)).write_parquet(dst)
 
 
 def peer_networkx(path: Path) -> nx.DiGraph:
@@ -211,7 +225,7 @@ def main() -> None:
         return
     print(
         f"polars {pl.__version__}, {os.environ['POLARS_MAX_THREADS']} threads, "
-        f"{os.cpu_count()} cpus"
+        f"{os.cpu_count()} cpus, load average {_load()}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         small = Path(tmp) / "spans_small.parquet"
@@ -221,11 +235,16 @@ def main() -> None:
         g_fast, t_fast, c_fast = timed(
             lambda: depgraph.mine_spans(pl.scan_parquet(small), trace_stats=False)
         )
+        small_cat = Path(tmp) / "spans_small_cat.parquet"
+        write_categorical(small, small_cat)
+        g_cat, t_cat, c_cat = timed(lambda: depgraph.mine_spans(pl.scan_parquet(small_cat)))
         g_nx, t_nx, c_nx = timed(lambda: peer_networkx(small), repeat=1)
-        assert set(g_fl.graph.edges) == set(g_nx.edges)
+        assert set(g_fl.graph.edges) == set(g_nx.edges) == set(g_cat.graph.edges)
         for u, v, d in g_nx.edges(data=True):
             assert g_fl.graph.edges[u, v]["calls"] == d["calls"]
             assert abs(g_fl.graph.edges[u, v]["p99_ms"] - d["p99_ms"]) < 1e-6
+            for key in ("calls", "p50_ms", "p99_ms", "mean_ms", "error_rate"):
+                assert g_cat.graph.edges[u, v][key] == g_fl.graph.edges[u, v][key]
         print(
             f"\n{n:,} spans -> service graph ({g_fl.graph.number_of_edges()} edges, "
             "identical calls and p99 in both); wall s, CPU s (all threads), M spans/s on "
@@ -234,6 +253,7 @@ def main() -> None:
         for name, t, c in [
             ("fleetlab mine_spans (default, trace stats)", t_fl, c_fl),
             ("fleetlab mine_spans (trace_stats=False)", t_fast, c_fast),
+            ("fleetlab default, Categorical-name Parquet", t_cat, c_cat),
             ("networkx, one update per span", t_nx, c_nx),
         ]:
             print(
@@ -245,16 +265,25 @@ def main() -> None:
             f"(default); wall {t_nx / t_fast:.1f}x, cpu {c_nx / c_fast:.1f}x "
             "(trace_stats=False)"
         )
-        del g_fl, g_fast, g_nx
+        del g_fl, g_fast, g_nx, g_cat
 
         big = Path(tmp) / "spans_big.parquet"
         make_spans(args.spans).write_parquet(big)
-        for stats in (True, False):  # each in a fresh process: its peak from a clean heap
+        big_cat = Path(tmp) / "spans_big_cat.parquet"
+        write_categorical(big, big_cat)
+        # each in a fresh process: its peak from a clean heap
+        for path, stats in ((big, True), (big, False), (big_cat, True)):
             sys.stdout.flush()
             subprocess.run(
-                [sys.executable, __file__, "--big-run", str(big), "--stats", str(int(stats))],
+                [sys.executable, __file__, "--big-run", str(path), "--stats", str(int(stats))],
                 check=True,
             )
+    print(f"\nload average {_load()}")
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages (the machine is shared: read CPU seconds)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def big_run(path: Path, *, stats: bool) -> None:
@@ -264,8 +293,9 @@ def big_run(path: Path, *, stats: bool) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     g, peak = peak_memory(lambda: depgraph.mine_spans(pl.scan_parquet(path), trace_stats=stats))
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    names = pl.scan_parquet(path).collect_schema()["service"]
     print(
-        f"\n{n:,} spans ({size_mb:.0f} MB Parquet), trace_stats={stats}: "
+        f"\n{n:,} spans ({size_mb:.0f} MB Parquet, names {names}), trace_stats={stats}: "
         f"wall {dt:.2f} s ({n / dt / 1e6:.2f} M spans/s), cpu {dc:.2f} s "
         f"({n / dc / 1e6:.2f} M spans/cpu-s), peak memory +{peak:,.0f} MB, "
         f"{g.graph.number_of_edges()} edges",

@@ -223,6 +223,12 @@ def mine_spans(
         # everything per service is one group-by
         dur = pl.col("duration_us").fill_null(0)
         kids, net_out, net_in = _child_sums(frame, parent_row)
+        # traces touching a service: when every trace's spans are one block of rows (as
+        # written by tracers and readers), they are the runs of the trace key within the
+        # service's rows (4x cheaper than a hash set of trace keys per service)
+        runs = frame.select(pl.col("tk").rle_id().max() + 1).item()
+        contiguous = runs == quality["traces"]
+        traces = (pl.col("tk").rle_id().max() + 1) if contiguous else pl.col("tk").n_unique()
         nodes = (
             frame.lazy()
             .with_columns(
@@ -237,7 +243,7 @@ def mine_spans(
                 pl.min_horizontal("_kids", dur).sum().alias("_cov"),
                 pl.col("_net_out").sum().alias("_net_out"),
                 pl.col("_net_in").mean().alias("_net_in"),
-                pl.col("tk").n_unique().alias("traces"),
+                traces.cast(pl.UInt32).alias("traces"),
             )
             .select(
                 "service",
