@@ -12,7 +12,12 @@ Runs, in one process, side by side:
    field quantiles, 5 family fits on 5,000-value samples, KS on 200,000, Hill, Spearman
    on 200,000 rows).
 
-Usage: ``python benchmarks/workload.py [--rows 10000000] [--peer-requests 200000]``.
+3. with FLEETLAB_MIRROR, requests from ServeGen m-large client profiles (one hour from
+   18:00 of day 1), next to ServeGen's own generator on the same hour (its figure from
+   shared/peers/workload-generators.md: it is not installed here).
+
+Usage: ``python benchmarks/workload.py [--rows 10000000] [--peer-requests 200000]
+[--servegen-hours 1]``.
 Uses the Azure LLM 2023 conversation trace from FLEETLAB_MIRROR when present, else
 the tour's built-in model. Prints both figures and the ratio.
 """
@@ -178,10 +183,41 @@ def bench_characterize(model: workload.WorkloadModel, rows: int) -> dict[str, fl
     }
 
 
+SERVEGEN = ("servegen-alibaba-bailian-2025", "language_m-large.tar.gz")
+
+
+def bench_clients(mirror: str, hours: float) -> dict[str, float] | None:
+    """Requests from ServeGen m-large client profiles, 18:00 of day 1 for ``hours``.
+
+    The same hour ServeGen's own generator was timed on (shared/peers/workload-generators.md:
+    1,069,661 requests, 8.4 s of generation = 127.6 k req/s, at the trace's natural rate).
+    """
+    path = Path(mirror, *SERVEGEN)
+    if not path.is_file():
+        return None
+    prof = traces.load(path)
+    start = 64800.0
+    hour = prof.filter(
+        (pl.col("window_start_s") >= start) & (pl.col("window_start_s") < start + hours * 3600)
+    ).with_columns(pl.col("window_start_s") - start)
+    model, _ = workload.fit(hour)
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = sum(c.height for c in workload.iter_chunks(model, seed=1))
+    return {
+        "events": n,
+        "clients": len(model.clients.clients) if model.clients else 0,
+        "wall": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--peer-requests", type=int, default=200_000)
+    ap.add_argument(
+        "--servegen-hours", type=float, default=1.0, help="hours of ServeGen m-large to synthesize"
+    )
     args = ap.parse_args()
     model, what = _model()
     print(f"model: {what}; cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
@@ -209,6 +245,16 @@ def main() -> None:
         f"generate-only {'met' if n / s['gen_cpu'] >= 5e6 else 'not met'}, "
         f"with Parquet {'met' if n / s['write_cpu'] >= 5e6 else 'not met'}"
     )
+    mirror = os.environ.get("FLEETLAB_MIRROR")
+    g = bench_clients(mirror, args.servegen_hours) if mirror else None
+    if g is not None:
+        print(
+            f"client profiles (ServeGen m-large, {args.servegen_hours:g} h from 18:00, "
+            f"{g['clients']:.0f} clients): {g['events']:,.0f} requests, wall {g['wall']:.2f} s = "
+            f"{g['events'] / g['wall'] / 1e6:.2f} M/s, cpu {g['cpu']:.2f} s = "
+            f"{g['events'] / g['cpu'] / 1e6:.2f} M/s; ServeGen's generator: 0.128 M req/s "
+            f"(1,069,661 requests in 8.4 s, shared/peers/workload-generators.md)"
+        )
     c = bench_characterize(model, args.rows)
     print(
         f"characterize {c['rows']:,}-row requests table: fleetlab wall {c['ours_s']:.2f} s / cpu "

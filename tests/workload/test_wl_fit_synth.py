@@ -187,8 +187,12 @@ def test_fit_bad_input_gives_clear_errors(frame: pl.DataFrame, message: str) -> 
 
 
 def test_fit_refuses_tables_that_are_not_event_streams() -> None:
-    usage = pl.DataFrame({"vm_id": ["a"], "ts_s": [0.0], "cpu_avg": [1.0]})
+    # usage and client_profiles have their own models now; a nodes table has none
+    nodes = pl.DataFrame({"node_id": ["a"], "cores": [8.0], "memory_gb": [64.0]})
     with pytest.raises(ConfigError, match="not an event stream"):
+        fit(nodes)
+    usage = pl.DataFrame({"vm_id": ["a"], "ts_s": [0.0], "cpu_avg": [1.0]})
+    with pytest.raises(ConfigError, match="no VM has two samples"):
         fit(usage)
 
 

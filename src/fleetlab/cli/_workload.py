@@ -280,6 +280,11 @@ def synth_cmd(
     scale: float = typer.Option(1.0, "--scale", help="Rate factor (keeps shape and burstiness)."),
     seed: int = _SEED,
     chunk_rows: int = typer.Option(1 << 20, "--chunk-rows", min=1, help="Rows per written chunk."),
+    vms: Path | None = typer.Option(
+        None,
+        "--vms",
+        help="Usage models: also write the matching vms table (one row per synthetic VM) here.",
+    ),
     force: bool = _FORCE,
     json_out: bool = JsonOption,
 ) -> None:
@@ -289,6 +294,11 @@ def synth_cmd(
     from fleetlab import workload
 
     model = workload.load_model(model_path)
+    if vms is not None and model.table != "usage":
+        raise typer.BadParameter(
+            f"--vms needs a usage model (found a {model.table} model)", param_hint="--vms"
+        )
+    _refuse_existing(vms, force)
     seconds = workload.parse_duration(duration) if duration is not None else model.source.duration_s
     config = {
         "model": str(model_path),
@@ -320,6 +330,12 @@ def synth_cmd(
             )
         elapsed = time.perf_counter() - started
         result["events_per_s"] = result["rows"] / elapsed if elapsed > 0 else None
+        if vms is not None:
+            table = workload.usage_vms(model, scale=scale, seed=seed)
+            vms.parent.mkdir(parents=True, exist_ok=True)
+            table.write_parquet(vms)
+            result["vms_path"] = str(vms)
+            result["vms"] = table.height
         run.log_metrics(
             {
                 "rows": result["rows"],

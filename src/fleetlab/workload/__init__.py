@@ -1,7 +1,7 @@
 """Workload characterization and generative workload models (see docs/workload.md).
 
 ``characterize(table)`` gives the analyses that apply to any canonical table;
-``fit(table)`` (requests, invocations, vms, flows, spans) returns a :class:`WorkloadModel` (a small versioned YAML/JSON file with
+``fit(table)`` (requests, invocations, vms, flows, spans, usage) returns a :class:`WorkloadModel` (a small versioned YAML/JSON file with
 ``save_model``/``load_model``); ``synth``/``sample``/``iter_chunks`` draw synthetic
 traces of any duration and scale, deterministic for a seed and streamed in chunks;
 ``compare(real, synth)`` gives per-statistic fidelity verdicts with thresholds.
@@ -23,6 +23,8 @@ from fleetlab.workload._model import (
     SpanNode,
     TraceShapes,
     TraceTemplate,
+    UsageClass,
+    UsageModel,
     WorkloadModel,
     load_model,
     save_model,
@@ -30,6 +32,7 @@ from fleetlab.workload._model import (
 from fleetlab.workload._reports import characterization_report, comparison_report, model_section
 from fleetlab.workload._synth import iter_chunks, parse_duration, sample, synth
 from fleetlab.workload._tour import tour_stop
+from fleetlab.workload._usage import usage_vms
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -48,6 +51,8 @@ __all__ = [
     "Thresholds",
     "TraceShapes",
     "TraceTemplate",
+    "UsageClass",
+    "UsageModel",
     "WorkloadModel",
     "characterization_report",
     "characterize",
@@ -63,4 +68,5 @@ __all__ = [
     "save_model",
     "synth",
     "tour_stop",
+    "usage_vms",
 ]

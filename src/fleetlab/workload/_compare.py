@@ -47,7 +47,11 @@ class Thresholds(BaseModel):
     exponent (not judged when the real one is below 0.1: flat popularity); ``spearman``: absolute difference of each pair's rank correlation.
     Spans: ``template_tv``: total variation distance between the call-tree template
     frequencies (the real trace's top templates plus "other"); ``error_rate``:
-    absolute difference of the share of spans with status error. The trace-level KS
+    absolute difference of the share of spans with status error. Usage: ``share_abs``:
+    absolute difference of the share of VMs under a CPU threshold (or the 95 %
+    two-proportion bound, if larger); ``class_tv``: total variation of the VM class
+    shares; the per-VM KS rows use ``ks`` or the KS critical value, the ACF rows
+    ``acf`` and the daily profile ``rate_curve``. The trace-level KS
     rows (spans per trace, depth, per-service durations) use ``ks`` or the two-sample
     KS critical value at 5 % for the two sample sizes, whichever is larger.
     """
@@ -66,6 +70,8 @@ class Thresholds(BaseModel):
     spearman: float = Field(0.10, gt=0)
     template_tv: float = Field(0.10, gt=0)
     error_rate: float = Field(0.01, gt=0)
+    share_abs: float = Field(0.10, gt=0)
+    class_tv: float = Field(0.15, gt=0)
 
 
 def load_thresholds(path: str | os.PathLike[str]) -> Thresholds:
@@ -188,11 +194,25 @@ def compare(
     r = real.collect() if isinstance(real, pl.LazyFrame) else real
     s = synth.collect() if isinstance(synth, pl.LazyFrame) else synth
     name = resolve_table(r, table)
-    sname = resolve_table(s, table)
+    sname = resolve_table(s, None if name == "client_profiles" else table)
+    if name == "client_profiles" and sname == "requests":  # profiles vs their synthetic requests
+        from fleetlab.workload._clients import client_rows
+
+        rows_c: list[dict[str, Any]] = []
+        curves_c: dict[str, pl.DataFrame] = {}
+        client_rows(r, s, th, rows_c, curves_c, _row, _judge, scale=scale)
+        return _result(rows_c, curves_c, name, scale, r, s)
     if sname != name:
         raise ConfigError(
             f"cannot compare a {name} table with a {sname} table (expected two {name} tables)"
         )
+    if name == "usage":
+        from fleetlab.workload._usage import usage_rows
+
+        rows_u: list[dict[str, Any]] = []
+        curves_u: dict[str, pl.DataFrame] = {}
+        usage_rows(r, s, th, rows_u, curves_u, _row, _judge, seed=seed)
+        return _result(rows_u, curves_u, name, scale, r, s)
     view = view_of(name)
     er, fields_r, _ = event_frame(r, view, expand_seed=seed)
     es, fields_s, _ = event_frame(s, view, expand_seed=seed + 1)
@@ -265,6 +285,17 @@ def compare(
     if name == "flows" and PAIR in er.columns and PAIR in es.columns:
         _popularity_rows(er, es, PAIR, th, rows, curves)  # the entity a flows model keeps
 
+    return _result(rows, curves, name, scale, r, s)
+
+
+def _result(
+    rows: list[dict[str, Any]],
+    curves: dict[str, pl.DataFrame],
+    name: str,
+    scale: float,
+    r: pl.DataFrame,
+    s: pl.DataFrame,
+) -> Comparison:
     out = pl.DataFrame(
         rows,
         schema={

@@ -37,8 +37,10 @@ from fleetlab.workload._views import PAIR, PAIR_SEP, event_frame, resolve_table,
 DAY = 86400.0
 WEEK = 7 * DAY
 
-MODEL_TABLES = ("requests", "invocations", "vms", "flows", "spans")
-"""Canonical tables :func:`fit` models (event streams; spans as traces of call trees)."""
+MODEL_TABLES = ("requests", "invocations", "vms", "flows", "spans", "usage", "client_profiles")
+"""Canonical tables :func:`fit` models (event streams; spans as traces of call trees; usage
+as VM classes with profiles and AR(1) residuals; client_profiles kept per client, and
+synthesized as requests)."""
 
 ArrivalChoice = Literal["gamma", "mmpp", "auto"]
 """Burstiness choices of :func:`fit`: Gamma renewal, MMPP, or the better by IDC."""
@@ -403,6 +405,14 @@ def fit(
     opts = options or FitOptions()
     df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     name = resolve_table(df, table)
+    if name == "usage":  # a grid of samples, not events: VM classes (see _usage)
+        from fleetlab.workload._usage import fit_usage
+
+        return fit_usage(df, seed=seed, source_path=source_path)
+    if name == "client_profiles":  # already generative: kept per client (see _clients)
+        from fleetlab.workload._clients import fit_clients
+
+        return fit_clients(df, source_path=source_path)
     view = view_of(name)
     shapes = None
     if name == "spans":  # the events are traces (their root spans); the rest is their shape

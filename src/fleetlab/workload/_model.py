@@ -368,6 +368,159 @@ class TraceShapes(_Frozen):
         return self
 
 
+class UsageClass(_Frozen):
+    """One class of VMs with a similar utilization (usage models, see docs/workload.md).
+
+    CPU is modelled in logit space, ``x = logit(cpu / 100)``, so synthetic values stay
+    in (0, 100). A VM of the class is ``x_t = mu + a * profile[t] + r_t``: its level
+    ``mu``, its amplitude ``a`` of the class profile, and a residual ``r`` with
+    stationary standard deviation ``sd``, the sum of two AR(1) processes: a fast one
+    (coefficient ``phi``) and a slow one (``phi_slow``, a ``slow_share`` of the
+    variance), so the ACF is ``(1 - w) phi^k + w phi_slow^k`` (an ARMA(2, 1)).
+    The level of a VM is drawn from a Gaussian kernel density over ``level_names``:
+    one of ``level_points`` (per-VM parameter vectors of up to 256 source VMs, not
+    their samples) plus Gaussian noise with ``bandwidth^2 x level_cov``, shrunk towards
+    ``level_mean`` by ``sqrt(1 + bandwidth^2)`` so the spread stays; without points,
+    from the Gaussian ``level_mean``, ``level_cov`` alone. ``level_names`` are (``mu``,
+    ``log_sd``, ``amp`` and, per optional column ``cpu_max`` / ``cpu_min``,
+    ``log_gap.COL`` and ``log_gap_cv.COL``: the log of the mean and of the CV of a VM's
+    gap ``|logit(COL) - logit(cpu_avg)|``, drawn lognormal), i.e. the level marginals with their
+    dependence. ``daily`` is the class's mean time-of-day profile (one value per sample
+    interval of a day, logit units around 0) and ``weekly`` one offset per day of the
+    week (traces of 14+ days). ``gap_corr``: per optional column, the correlation of a
+    sample's log gap with its residual ``r_t / sd`` (spikes widen the avg-max gap).
+    """
+
+    share: float = Field(ge=0, le=1)
+    vms: int = Field(ge=0, description="source VMs in the class")
+    level_names: list[str] = Field(default_factory=lambda: ["mu", "log_sd", "amp"])
+    level_mean: list[float]
+    level_cov: list[list[float]]
+    level_points: list[list[float]] | None = None
+    bandwidth: float = Field(0.0, ge=0.0)
+    phi: float = Field(ge=-0.999, le=0.999)
+    phi_slow: float = Field(0.0, ge=0.0, le=0.99999)
+    slow_share: float = Field(0.0, ge=0.0, le=1.0)
+    daily: list[float]
+    weekly: list[float] | None = None
+    gap_corr: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape(self) -> UsageClass:
+        k = len(self.level_names)
+        if self.level_names[:3] != ["mu", "log_sd", "amp"]:
+            raise ValueError("level_names must start with mu, log_sd, amp")
+        if len(self.level_mean) != k or len(self.level_cov) != k:
+            raise ValueError(f"level_mean and level_cov must have {k} entries (level_names)")
+        if any(len(r) != k for r in self.level_cov):
+            raise ValueError(f"level_cov must be a {k} x {k} matrix")
+        if self.level_points is not None and (
+            not self.level_points or any(len(r) != k for r in self.level_points)
+        ):
+            raise ValueError(f"level_points must be a non-empty list of {k}-vectors")
+        if not self.daily:
+            raise ValueError("daily must hold at least one value")
+        if self.weekly is not None and len(self.weekly) != 7:
+            raise ValueError(f"weekly must hold 7 day offsets (found {len(self.weekly)})")
+        if set(self.gap_corr) - {"cpu_max", "cpu_min"}:
+            raise ValueError("gap_corr may hold only cpu_max and cpu_min")
+        for col, rho in self.gap_corr.items():
+            if not -1.0 <= rho <= 1.0:
+                raise ValueError(f"gap_corr[{col!r}] must be in [-1, 1] (found {rho})")
+            for name in (f"log_gap.{col}", f"log_gap_cv.{col}"):
+                if name not in self.level_names:
+                    raise ValueError(f"gap_corr[{col!r}] needs {name!r} in level_names")
+        return self
+
+
+class UsageModel(_Frozen):
+    """A utilization model of a usage table: VM classes on one sampling grid.
+
+    ``interval_s``: the sampling interval; ``vms``: the source's VM count (``scale``
+    multiplies it); ``classes``: chosen by k-means (fixed seed) on the VMs' standardized
+    [mean level, P95, daily-profile shape], ``k`` by the highest mean silhouette
+    (``silhouette``). ``vm_cores``/``vm_memory_gb``: the size given to every VM of the
+    matching vms table (the usage table has no sizes; a documented default).
+    """
+
+    interval_s: float = Field(gt=0)
+    vms: int = Field(ge=1)
+    classes: list[UsageClass]
+    silhouette: float | None = None
+    vm_cores: float = Field(2.0, gt=0)
+    vm_memory_gb: float = Field(4.0, gt=0)
+
+    @model_validator(mode="after")
+    def _classes(self) -> UsageModel:
+        if not self.classes:
+            raise ValueError("a usage model needs at least one class")
+        days = {len(c.daily) for c in self.classes}
+        if len(days) != 1:
+            raise ValueError("every class's daily profile must have the same length")
+        total = sum(c.share for c in self.classes)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"class shares must sum to 1 (found {total:.6g})")
+        return self
+
+
+class ClientTokens(_Frozen):
+    """Token distributions of one client over one distribution window (client_profiles).
+
+    ``input``/``output``: quantiles of the window's token PDF at the model's ``probs``
+    (a compact quantile function; draws interpolate and round). ``start_s``: where the
+    window starts; it lasts until the client's next one.
+    """
+
+    start_s: float
+    input: list[float]
+    output: list[float]
+
+
+class ClientSeries(_Frozen):
+    """One client's load, window by window (client_profiles models).
+
+    ``rates``: requests/s per window (0: idle); ``pattern``: one character per window,
+    ``G`` (Gamma inter-arrivals), ``W`` (Weibull) or ``-`` (idle); ``shape``: the
+    family's shape per window (0 when idle). ``cv``: the window's measured inter-arrival
+    CV (0 when unknown), kept for the fidelity report. ``tokens``: the token
+    distributions, by start time.
+    """
+
+    client: str
+    rates: list[float]
+    pattern: str
+    shape: list[float]
+    cv: list[float]
+    tokens: list[ClientTokens] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> ClientSeries:
+        n = len(self.rates)
+        if len(self.pattern) != n or len(self.shape) != n or len(self.cv) != n:
+            raise ValueError(
+                f"client {self.client!r}: rates, pattern, shape and cv must have one entry per "
+                f"window ({n})"
+            )
+        if set(self.pattern) - set("GW-"):
+            raise ValueError(f"client {self.client!r}: pattern characters must be G, W or -")
+        if min(self.rates, default=0.0) < 0:
+            raise ValueError(f"client {self.client!r}: rates must be >= 0")
+        return self
+
+
+class ClientsModel(_Frozen):
+    """A client_profiles table kept as a generative description (ServeGen style).
+
+    ``window_s``: the windows' length; every client's series starts at 0. ``probs``:
+    the probabilities at which each token distribution's quantiles are stored.
+    """
+
+    window_s: float = Field(gt=0)
+    windows: int = Field(ge=1)
+    probs: list[float]
+    clients: list[ClientSeries]
+
+
 class Source(_Frozen):
     """Where the model came from (no raw data: counts and spans only)."""
 
@@ -398,6 +551,12 @@ class WorkloadModel(_Frozen):
     )
     traces: TraceShapes | None = Field(
         None, description="spans: call-tree templates and per service:operation spans"
+    )
+    usage: UsageModel | None = Field(
+        None, description="usage: VM classes, profiles, AR(1) residuals (the arrival is the clock)"
+    )
+    clients: ClientsModel | None = Field(
+        None, description="client_profiles: per-client window series (the arrival is the mean)"
     )
 
     @field_validator("schema_version")
@@ -434,8 +593,9 @@ def save_model(
     data = model.model_dump(mode="json")
     # the spans/flows parts are optional: left out when unused, so files of the other tables
     # stay readable by fleetlab versions from before them
-    if data.get("traces") is None:
-        data.pop("traces", None)
+    for key in ("traces", "usage", "clients"):
+        if data.get(key) is None:
+            data.pop(key, None)
     if isinstance(data.get("entity"), dict):
         for key in ("endpoints", "pairs", "ports"):
             if data["entity"].get(key) is None:

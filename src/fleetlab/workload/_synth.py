@@ -36,7 +36,7 @@ from fleetlab.workload._parquet import ChunkWriter
 from fleetlab.workload._views import view_of
 
 CHUNK_ROWS = 1 << 20
-FIT_TABLES = ("requests", "invocations", "vms", "flows", "spans")
+FIT_TABLES = ("requests", "invocations", "vms", "flows", "spans", "usage")
 
 
 _UNITS = MappingProxyType({"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0})
@@ -70,6 +70,8 @@ def parse_duration(text: str | float) -> float:
 def _check(model: WorkloadModel, duration_s: float, scale: float) -> None:
     if model.table not in FIT_TABLES:
         raise ConfigError(f"cannot synthesize table {model.table!r} (expected one of {FIT_TABLES})")
+    if model.table == "usage" and model.usage is None:
+        raise ConfigError("a usage model needs its 'usage' section (VM classes)")
     if model.table == "spans" and model.traces is None:
         raise ConfigError("a spans model needs its 'traces' section (call-tree templates)")
     if not (math.isfinite(duration_s) and duration_s > 0):
@@ -272,6 +274,20 @@ def iter_chunks(
     """
     duration = float(duration_s if duration_s is not None else model.source.duration_s)
     _check(model, duration, scale)
+    if model.clients is not None:  # from a client_profiles table: requests per client
+        from fleetlab.workload._clients import client_chunks
+
+        yield from client_chunks(
+            model, duration_s=duration, scale=scale, seed=seed, chunk_rows=chunk_rows
+        )
+        return
+    if model.table == "usage":
+        from fleetlab.workload._usage import usage_chunks
+
+        yield from usage_chunks(
+            model, duration_s=duration, scale=scale, seed=seed, chunk_rows=chunk_rows
+        )
+        return
     streams = Streams(seed)
     arrivals = _Arrivals(
         model,
@@ -466,6 +482,8 @@ def _filled_columns(model: WorkloadModel) -> set[str]:
             filled.add(model.entity.parent_column)
     if model.table == "invocations":
         filled |= {"app", "function"}
+    if model.table == "usage" and model.usage is not None:
+        filled |= {"ts_s", "cpu_avg"} | set(model.usage.classes[0].gap_corr)
     if model.table == "spans":
         filled |= {"trace_id", "span_id", "service", "operation", "duration_us", "status"}
     return filled
