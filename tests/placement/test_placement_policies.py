@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -446,3 +447,45 @@ def test_migrations_never_overfill_and_never_lose_a_placed_vm(name, rows):
     assert placed + res.metrics["failures"] == len(rows)
     # without a migration the run is the plain one; with one, a VM sits elsewhere
     assert (res.metrics["migrations"] == 0) == (res.placements.equals(plain.placements))
+
+
+@pytest.mark.parametrize("name", ["best-fit", "worst-fit", "tetris", "rtcr-custom"])
+def test_lazy_kernel_trees_stay_exact_on_a_larger_cluster(name):
+    # the kernel's trees are lazy: an update only marks the server dirty in each tree and
+    # a tree is repaired when its shape is asked for, or rebuilt when more servers went
+    # dirty than it remembers (n / 8). On 300 servers (a 4-level tree of fan-out 8) a
+    # rare shape goes unasked while many servers change, so its tree overflows; every
+    # decision must still be the Python path's
+    from fleetlab.placement._kernel import StreamRun
+
+    cl = build_cluster(
+        ClusterSpec(
+            server_types=(ServerType(name="s", count=300, capacity={"cores": 16, "memory_gb": 64}),)
+        )
+    )
+    rng = np.random.default_rng(7)
+    n = 1500
+    arrival = np.sort(rng.uniform(0, 1000, n))
+    arrival[0], arrival[n // 2] = 0.0, 500.0  # the rare shape: first and in the middle
+    life = rng.exponential(400.0, n)
+    cores = rng.choice([1, 2, 4], n)
+    mem = cores * rng.choice([2, 4], n)
+    cores[[0, n // 2]], mem[[0, n // 2]] = 3, 5  # asked twice only
+    vms = vms_table(
+        [(f"v{i}", arrival[i], arrival[i] + life[i], cores[i], mem[i]) for i in range(n)]
+    )
+    reqs = requests_from_vms(vms, cl)
+    policy = _kernel_policy(name)
+    want = _run_by_hand(cl, reqs, policy)
+    assert sum(w is None for w in want) == 0
+    assert _kernel_decisions(cl, reqs, policy) == want
+    assert _kernel_decisions(cl, reqs, policy, max_trees=2) == want
+    # the rare shape's tree did overflow before it was asked again (the rebuild path)
+    first, second = np.flatnonzero(reqs.demand[:, 0] == 3)
+    run = StreamRun(cl, reqs, policy)
+    run.advance(float(reqs.arrival[second]))
+    rare = run.slot_of[run.shape_of[second]]
+    assert first < second - 500 and run.node[first] >= 0
+    assert rare >= 0 and run.full[rare] and run.stack.shape[1] == 300 // 8
+    run.advance(math.inf)
+    assert [int(x) for x in run.node] == [-1 if w is None else w[0] for w in want]

@@ -9,16 +9,22 @@ RequestedToCapacityRatio — with the same floating-point operations in the same
 so it makes the same decisions, at a few µs per decision.
 
 Index: per request shape (demand vector, GPU count, per-GPU share, GPU model) a
-*tournament tree* over the servers: each leaf holds the server's score for that shape
-(+inf when it does not fit or is down), each inner node the minimum of its children.
-A decision reads the root (the best score), then walks down to the leftmost leaf within
-the scan's tie tolerance (``best + 1e-9 * max(1, |best|)``): the lowest-numbered server
-among the tied best, exactly the full scan's choice, in O(log N). Placing or releasing
-a VM recomputes that server's leaf in every kept tree and the path to the root, stopping
-at the first level where no tree's minimum changed; the trees are stored node-major
-(row = tree node, column = tree) so that path is contiguous memory for all trees at
-once. At most ``max_trees`` trees are kept (the least recently used one is recycled and
-rebuilt), so memory stays bounded whatever the number of shapes.
+*tournament tree* over the servers with fan-out 8 (eight float64 siblings share one
+64-byte cache line; 5 levels for 10,000 servers): each leaf holds the server's score for
+that shape (+inf when it does not fit or is down), each inner node the minimum of its
+children. A decision reads the root (the best score), then walks down, at each level
+into the leftmost child within the scan's tie tolerance (``best + 1e-9 * max(1,
+|best|)``), to the lowest-numbered server among the tied best: exactly the full scan's
+choice, in O(log N). The trees are *lazy*: placing or releasing a VM only marks that
+server dirty in every kept tree (a flag and a per-tree stack, O(trees) writes); when a
+shape is asked for, its tree recomputes its dirty leaves (a server changed several times
+counts once) and repairs each changed leaf's path to the root, taking a better child's
+value without reading its siblings and stopping at the first unchanged node. An often
+asked shape pays about one leaf per update, a rarely asked one pays in a batch, or is
+rebuilt when more than N / 8 servers went dirty. The trees are exact whenever they are
+read, so decisions are those of an eager update. At most ``max_trees`` trees are kept
+(the least recently used one is recycled and rebuilt), so memory stays bounded whatever
+the number of shapes (per tree ~1.15 N floats plus 1.5 bytes per server of bookkeeping).
 
 Why numba: 5 µs per decision including the update is out of reach for CPython, and a
 compiled loop over plain arrays needs no other toolchain; ``cache=True`` keeps the
@@ -46,6 +52,8 @@ FIRST_FIT, BEST_FIT, BEST_FIT_L2, WORST_FIT, DOT_PRODUCT, TETRIS = 0, 1, 2, 3, 4
 MOST_ALLOCATED, LEAST_ALLOCATED, RTCR = 6, 7, 8
 
 _INF = math.inf
+#: children per inner tree node (8 float64s: one 64-byte cache line)
+_FAN = 8
 
 
 @dataclass(frozen=True)
@@ -221,14 +229,32 @@ def _pick_gpus(
 
 
 # ---------------------------------------------------------------------- trees
-# ``trees`` is node-major, shape (2P, T): row i holds node i of every kept tree, so one
-# server's leaf-to-root path for all T trees is a run of contiguous rows (cache-friendly,
-# and the per-level minimum over T columns vectorises).
+# ``trees`` is tree-major, shape (T, size): row t is tree t, level by level from the
+# leaves (``off[lv]`` where level lv starts; level 0 holds server s's leaf at s, node j of
+# level lv has children _FAN * j .. _FAN * j + 7 of level lv - 1, each level padded with
+# +inf to a multiple of _FAN; the last level is the root), so one tree's repair and
+# descent stay in its own memory. The trees
+# are lazy: a state update only marks the server dirty in every kept tree (``dirty``,
+# and its index pushed on that tree's ``stack``); a tree is brought up to date only when
+# its shape is asked for (``_repair``), so an often asked shape pays about one leaf per
+# update and a rarely asked one pays in a batch, where a server touched several times
+# counts once. A stack that overflows (more than ``stack.shape[1]`` dirty servers) sets
+# ``full``: the tree is rebuilt instead.
+@njit(cache=True, nogil=True)
+def _min_of(tree: np.ndarray, base: int) -> float:  # pragma: no cover - jit
+    # the minimum of the _FAN siblings starting at ``base`` (one cache line)
+    m = tree[base]
+    for c in range(1, _FAN):
+        x = tree[base + c]
+        m = x if x < m else m
+    return m
+
+
 @njit(cache=True, nogil=True)
 def _build(
     trees,
     t,
-    p,
+    off,
     n,
     code,
     sh,
@@ -245,9 +271,13 @@ def _build(
     model_ok,
     xs,
     ys,
+    dirty,
+    top,
+    full,
 ) -> None:  # pragma: no cover
+    tree = trees[t]
     for s in range(n):
-        trees[p + s, t] = _leaf(
+        tree[s] = _leaf(
             code,
             s,
             sh,
@@ -265,21 +295,40 @@ def _build(
             xs,
             ys,
         )
-    for s in range(n, p):
-        trees[p + s, t] = _INF
-    for i in range(p - 1, 0, -1):
-        a = trees[2 * i, t]
-        b = trees[2 * i + 1, t]
-        trees[i, t] = a if a <= b else b
+        dirty[s, t] = False
+    width = n
+    for lv in range(1, off.shape[0]):
+        width = (width + _FAN - 1) // _FAN
+        for j in range(width):
+            tree[off[lv] + j] = _min_of(tree, off[lv - 1] + _FAN * j)
+    top[t] = 0
+    full[t] = False
 
 
 @njit(cache=True, nogil=True)
-def _touch(
+def _mark(tree_shape, dirty, stack, top, full, s) -> None:  # pragma: no cover - jit
+    # server ``s`` changed: mark its leaf stale in every kept tree (O(trees) writes)
+    cap = stack.shape[1]
+    for t in range(tree_shape.shape[0]):
+        if tree_shape[t] < 0 or full[t] or dirty[s, t]:
+            continue
+        k = top[t]
+        if k < cap:
+            stack[t, k] = s
+            top[t] = k + 1
+            dirty[s, t] = True
+        else:
+            full[t] = True
+
+
+@njit(cache=True, nogil=True)
+def _repair(
     trees,
-    tree_shape,
-    p,
-    s,
+    t,
+    off,
+    n,
     code,
+    sh,
     free,
     inv,
     up,
@@ -293,60 +342,106 @@ def _touch(
     model_ok,
     xs,
     ys,
+    dirty,
+    stack,
+    top,
+    full,
 ) -> None:  # pragma: no cover
-    # server ``s`` changed: its leaf in every kept tree, then the path to the root,
-    # stopping at the first level where no tree's minimum changed
-    row = trees[p + s]
-    changed = False
-    for t in range(trees.shape[1]):
-        sh = tree_shape[t]
-        v = _INF
-        if sh >= 0:
-            v = _leaf(
-                code,
-                s,
-                sh,
-                free,
-                inv,
-                up,
-                gpu_max,
-                gpu_whole,
-                gpu_col,
-                sh_dem,
-                sh_count,
-                sh_milli,
-                sh_model,
-                model_ok,
-                xs,
-                ys,
-            )
-        if row[t] != v:
-            row[t] = v
-            changed = True
-    i = (p + s) >> 1
-    while changed and i >= 1:
-        a = trees[2 * i]
-        b = trees[2 * i + 1]
-        out = trees[i]
-        changed = False
-        for t in range(trees.shape[1]):  # branch-free: vectorises
-            m = a[t] if a[t] <= b[t] else b[t]
-            changed |= out[t] != m
-            out[t] = m
-        i >>= 1
+    # bring tree ``t`` up to date: each dirty leaf recomputed and, when it changed, its
+    # path to the root repaired, one leaf after the other (so the tree is exact before
+    # each): a node takes a better child's value without looking at the siblings, only a
+    # minimum that got worse rescans them, and the walk stops where a node is unchanged
+    if full[t]:
+        _build(
+            trees,
+            t,
+            off,
+            n,
+            code,
+            sh,
+            free,
+            inv,
+            up,
+            gpu_max,
+            gpu_whole,
+            gpu_col,
+            sh_dem,
+            sh_count,
+            sh_milli,
+            sh_model,
+            model_ok,
+            xs,
+            ys,
+            dirty,
+            top,
+            full,
+        )
+        return
+    tree = trees[t]
+    todo = stack[t]
+    last = off.shape[0] - 1
+    for q in range(top[t]):
+        s = todo[q]
+        dirty[s, t] = False
+        v = _leaf(
+            code,
+            s,
+            sh,
+            free,
+            inv,
+            up,
+            gpu_max,
+            gpu_whole,
+            gpu_col,
+            sh_dem,
+            sh_count,
+            sh_milli,
+            sh_model,
+            model_ok,
+            xs,
+            ys,
+        )
+        old = tree[s]
+        if old == v:
+            continue
+        tree[s] = v
+        # the path to the root; ``old`` -> ``v`` is the change of the child below
+        j = s
+        for lv in range(1, last + 1):
+            j //= _FAN
+            at = off[lv] + j
+            was = tree[at]
+            if v < was:  # the child is the new minimum
+                tree[at] = v
+            elif v == was or old > was:  # the minimum is still there
+                break
+            else:  # the child was the minimum and got worse: look at its siblings
+                v = _min_of(tree, off[lv - 1] + _FAN * j)
+                if v == was:
+                    break
+                tree[at] = v
+            old = was
+    top[t] = 0
 
 
 @njit(cache=True, nogil=True)
-def _descend(trees, t, p) -> int:  # pragma: no cover - jit
-    # the leftmost leaf within the scan's tie tolerance of the best score (-1: none fits)
-    best = trees[1, t]
+def _descend(trees, t, off) -> int:  # pragma: no cover - jit
+    # the leftmost leaf within the scan's tie tolerance of the best score (-1: none fits):
+    # at each level the leftmost child whose minimum is within it
+    tree = trees[t]
+    top = off.shape[0] - 1
+    best = tree[off[top]]
     if best == _INF:
         return -1
     thr = best + 1e-9 * max(1.0, abs(best))
-    i = 1
-    while i < p:
-        i = 2 * i if trees[2 * i, t] <= thr else 2 * i + 1
-    return i - p
+    j = 0
+    for lv in range(top - 1, -1, -1):
+        base = off[lv] + _FAN * j
+        c = 0
+        while not tree[base + c] <= thr:
+            c += 1
+        j = _FAN * j + c
+    return j
 
 
 @njit(cache=True, nogil=True)
@@ -375,8 +470,13 @@ def _advance(
     gpu_max: np.ndarray,
     gpu_whole: np.ndarray,
     trees: np.ndarray,
+    off: np.ndarray,
     tree_shape: np.ndarray,
     tree_used: np.ndarray,
+    dirty: np.ndarray,
+    stack: np.ndarray,
+    top: np.ndarray,
+    full: np.ndarray,
     slot_of: np.ndarray,
     picked: np.ndarray,
     out_node: np.ndarray,
@@ -392,8 +492,7 @@ def _advance(
     n, d = capacity.shape
     g = out_gpus.shape[1]
     r = arrival.shape[0]
-    t_count = trees.shape[1]
-    p = trees.shape[0] // 2
+    t_count = trees.shape[0]
     i = pos[0]
     cur = pos[1]
     active = pos[2]
@@ -436,26 +535,7 @@ def _advance(
                     free[s, q] = capacity[s, q]
             active -= 1
             handled += 1
-            _touch(
-                trees,
-                tree_shape,
-                p,
-                s,
-                code,
-                free,
-                inv,
-                up,
-                gpu_max,
-                gpu_whole,
-                gpu_col,
-                sh_dem,
-                sh_count,
-                sh_milli,
-                sh_model,
-                model_ok,
-                xs,
-                ys,
-            )
+            _mark(tree_shape, dirty, stack, top, full, s)
         if not due:
             break
         handled += 1
@@ -463,7 +543,8 @@ def _advance(
             failures += 1
             i += 1
             continue
-        # decide: the tree of this request's shape (a recycled one is rebuilt)
+        # decide: the tree of this request's shape, brought up to date (a recycled one is
+        # rebuilt)
         sh = shape_of[i]
         t = slot_of[sh]
         if t < 0:
@@ -478,29 +559,34 @@ def _advance(
                 slot_of[tree_shape[t]] = -1
             tree_shape[t] = sh
             slot_of[sh] = t
-            _build(
-                trees,
-                t,
-                p,
-                n,
-                code,
-                sh,
-                free,
-                inv,
-                up,
-                gpu_max,
-                gpu_whole,
-                gpu_col,
-                sh_dem,
-                sh_count,
-                sh_milli,
-                sh_model,
-                model_ok,
-                xs,
-                ys,
-            )
+            full[t] = True
+        _repair(
+            trees,
+            t,
+            off,
+            n,
+            code,
+            sh,
+            free,
+            inv,
+            up,
+            gpu_max,
+            gpu_whole,
+            gpu_col,
+            sh_dem,
+            sh_count,
+            sh_milli,
+            sh_model,
+            model_ok,
+            xs,
+            ys,
+            dirty,
+            stack,
+            top,
+            full,
+        )
         tree_used[t] = i + 1
-        s = _descend(trees, t, p)
+        s = _descend(trees, t, off)
         out_node[i] = s
         if s < 0:
             failures += 1
@@ -526,26 +612,7 @@ def _advance(
                 peak = busy
         active += 1
         i += 1
-        _touch(
-            trees,
-            tree_shape,
-            p,
-            s,
-            code,
-            free,
-            inv,
-            up,
-            gpu_max,
-            gpu_whole,
-            gpu_col,
-            sh_dem,
-            sh_count,
-            sh_milli,
-            sh_model,
-            model_ok,
-            xs,
-            ys,
-        )
+        _mark(tree_shape, dirty, stack, top, full, s)
     pos[0] = i
     pos[1] = cur
     pos[2] = active
@@ -693,13 +760,30 @@ class StreamRun:
         self.gpu_max = np.where(gpus_per > 0, 1000, 0).astype(np.int64)
         self.gpu_whole = gpus_per.copy()
         # trees: at most max_trees, least recently used recycled
-        p = 1
-        while p < n:
-            p *= 2
+        # tree levels: leaves (one per server), then one node per _FAN nodes below, up
+        # to the root; each level padded with +inf to a multiple of _FAN slots
+        off = [0]
+        width = n
+        size = -(-n // _FAN) * _FAN
+        while width > 1:
+            width = -(-width // _FAN)
+            off.append(size)
+            size += -(-width // _FAN) * _FAN
+        if len(off) == 1:  # one server: its leaf is the root's only child
+            off.append(size)
+            size += _FAN
+        self.off = np.asarray(off, dtype=np.int64)
         t_count = max(min(max_trees, first.size), 1)
-        self.trees = np.full((2 * p, t_count), _INF)
+        self.trees = np.full((t_count, size), _INF)
         self.tree_shape = np.full(t_count, -1, dtype=np.int64)
         self.tree_used = np.zeros(t_count, dtype=np.int64)
+        # lazy updates: per tree, which servers changed since it was last asked for; at
+        # most n / 8 remembered (then the tree is rebuilt when asked), so the bookkeeping
+        # adds at most 1.5 bytes per server and tree to the trees' 16
+        self.dirty = np.zeros((n, t_count), dtype=np.bool_)
+        self.stack = np.zeros((t_count, max(n // 8, 16)), dtype=np.int32)
+        self.top = np.zeros(t_count, dtype=np.int64)
+        self.full = np.zeros(t_count, dtype=np.bool_)
         self.slot_of = np.full(max(first.size, 1), -1, dtype=np.int64)
         self.picked = np.empty(g, dtype=np.int64)
         self.node = np.full(reqs.size, -1, dtype=np.int64)
@@ -758,8 +842,13 @@ class StreamRun:
             self.gpu_max,
             self.gpu_whole,
             self.trees,
+            self.off,
             self.tree_shape,
             self.tree_used,
+            self.dirty,
+            self.stack,
+            self.top,
+            self.full,
             self.slot_of,
             self.picked,
             self.node,
@@ -789,7 +878,8 @@ def place_stream(
         ``worst-fit``, ``dot-product``, ``tetris``, ``most-allocated``,
         ``least-allocated``, ``rtcr``) without filters.
     max_trees
-        Most per-shape score trees kept at once (each holds 2 × servers floats).
+        Most per-shape score trees kept at once (each holds ~1.15 × servers floats and
+        1.5 bytes per server of bookkeeping).
 
     Returns
     -------
