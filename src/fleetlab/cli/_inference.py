@@ -133,7 +133,24 @@ def simulate_cmd(
     ),
     report: Path | None = typer.Option(None, "--report", help="HTML report to write."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
-    seed: int = typer.Option(0, "--seed", help="Seed for arrivals and routing."),
+    seed: int = typer.Option(0, "--seed", help="Seed for arrivals, routing and faults."),
+    faults: Path | None = typer.Option(
+        None,
+        "--faults",
+        help="FaultModel YAML (docs/faults.md): crashes, slowdowns, partitions drawn over "
+        "the replicas replica-0..N-1 with --seed.",
+    ),
+    on_crash: str = typer.Option(
+        "retry", "--on-crash", help="With --faults: retry (re-send) or drop in-flight requests."
+    ),
+    fault_horizon: float | None = typer.Option(
+        None,
+        "--fault-horizon",
+        help="With --faults: draw faults over [0, S] seconds (default: the last arrival).",
+    ),
+    racks: int = typer.Option(
+        1, "--racks", help="With --faults: failure domains the replicas are spread over."
+    ),
     json_out: bool = JsonOption,
 ) -> None:
     """Simulate an LLM serving cluster on a trace, a fitted workload model, or --qps arrivals."""
@@ -223,6 +240,27 @@ def simulate_cmd(
             cv=cv,
             seed=seed,
         )
+    fault_table = None
+    horizon = None
+    if faults is not None:
+        from fleetlab import sim
+
+        if not faults.exists():
+            raise DataNotFoundError(f"{faults}: no such fault model file")
+        if racks < 1:
+            raise ConfigError(f"--racks: expected >= 1, found {racks}")
+        fault_model = sim.load_fault_model(faults)
+        # one fault-model node per replica, named as inference.simulate expects
+        n_rep = spec.prefill_replicas + spec.decode_replicas or spec.replicas
+        nodes = [f"replica-{i}" for i in range(n_rep)]
+        domains = {name: f"rack-{i * racks // n_rep}" for i, name in enumerate(nodes)}
+        last = float(cast(float, requests["arrival_s"].max() or 0.0))
+        horizon = fault_horizon if fault_horizon is not None else max(last, 1.0)
+        fault_table = sim.draw_faults(
+            fault_model, nodes, domains, horizon, sim.stream(seed, "inference.faults")
+        )
+    elif fault_horizon is not None or on_crash != "retry" or racks != 1:
+        raise ConfigError("--on-crash, --fault-horizon and --racks apply to --faults only")
     cfg = {
         "spec": spec.model_dump(mode="json"),
         "trace": source,
@@ -233,12 +271,23 @@ def simulate_cmd(
         "workload": str(workload) if workload is not None else None,
         "duration": duration,
         "scale": scale,
+        "faults": str(faults) if faults is not None else None,
+        "on_crash": on_crash,
+        "fault_horizon_s": horizon,
+        "racks": racks,
     }
-    inputs = [p for p in (trace, workload) if p is not None]
+    inputs = [p for p in (trace, workload, faults) if p is not None]
     with recorded_run("inference simulate", cfg, inputs) as run:
         t0 = time.perf_counter()
         with err.status(f"simulating {requests.height:,} requests…"):
-            result = inference.simulate(requests, spec, seed=seed, source=source)
+            result = inference.simulate(
+                requests,
+                spec,
+                seed=seed,
+                source=source,
+                faults=fault_table,
+                on_crash=cast(Literal["retry", "drop"], on_crash),
+            )
         wall = time.perf_counter() - t0
         metrics = {
             **result.metrics,
@@ -250,6 +299,8 @@ def simulate_cmd(
         run.write_parquet("requests.parquet", result.requests)
         run.write_parquet("replicas.parquet", result.replicas)
         run.write_parquet("timeseries.parquet", result.timeseries)
+        if fault_table is not None:
+            run.write_parquet("faults.parquet", fault_table)
         html = inference.simulation_report(
             result,
             subtitle=f"{source}; {spec.replica.model} on {spec.replica.gpu}",
@@ -259,7 +310,9 @@ def simulate_cmd(
                 "replicas": spec.replicas,
                 "router": spec.router,
                 "disaggregate": f"{spec.prefill_replicas}:{spec.decode_replicas}",
+                **({"faults": str(faults), "on_crash": on_crash} if faults else {}),
             },
+            faults=fault_table,
         )
         run.write_text("report.html", html.to_html())
         if report is not None:
@@ -273,7 +326,7 @@ def simulate_cmd(
     if json_out:
         print_json({"metrics": metrics, "replicas": result.replicas.to_dicts()})
         return
-    keys = (
+    keys: tuple[str, ...] = (
         "requests",
         "ttft_p50_s",
         "ttft_p99_s",
@@ -296,6 +349,8 @@ def simulate_cmd(
         "usd_per_million_output_tokens",
         "wall_s",
     )
+    if fault_table is not None:
+        keys += ("availability", "failed_requests", "retried_requests", "reprefill_tokens")
     out.print(kv_table({k: metrics[k] for k in keys}, title="Simulation"))
     out.print(rich_table(result.replicas.head(32).to_dicts(), title="Replicas"))
     _ = pl

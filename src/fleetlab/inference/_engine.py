@@ -211,6 +211,11 @@ class EngineResult:
     #: arrival time of every request as simulated (closed-loop requests get theirs when
     #: their predecessor finishes; open-loop ones keep the given time)
     arrival_s: np.ndarray | None = None
+    #: faults only: per request, times re-sent after its replica went down, whether it
+    #: failed (``on_crash="drop"``), and the tokens those re-sends had to prefill again
+    retries: np.ndarray | None = None
+    failed: np.ndarray | None = None
+    reprefill_tokens: np.ndarray | None = None
 
 
 class _Replica:
@@ -222,6 +227,7 @@ class _Replica:
         "cfg",
         "dec_ctx",
         "dec_n",
+        "down",
         "energy",
         "evn",
         "fast",
@@ -240,6 +246,7 @@ class _Replica:
         "prefilling",
         "rep",
         "seqs",
+        "slow",
         "step",
         "tokens",
         "ver",
@@ -277,6 +284,8 @@ class _Replica:
         self.gv: list[float] = []
         self.evn = 0  # gap events so far (the key of the next one)
         self.pend: list[tuple[int, float]] = []  # prefill-only iterations that paused decodes
+        self.down = 0  # open crash/partition windows (faults): > 0 means unreachable
+        self.slow = 1.0  # slowdown factor on iteration times (faults)
         perf, g = cfg.perf, cfg.power
         # hot-path constants as plain Python numbers (numpy scalars are slow)
         self.fast = (
@@ -390,6 +399,8 @@ def run_engine(
     sample_every_s: float = 1.0,
     successor: np.ndarray | None = None,
     send_delay_s: np.ndarray | None = None,
+    faults: Sequence[tuple[float, int, int, float]] | None = None,
+    on_crash: str = "retry",
 ) -> EngineResult:
     """Simulate requests (sorted by arrival) through one or two pools of replicas.
 
@@ -405,6 +416,17 @@ def run_engine(
     finite arrival); their simulated send times come back in ``EngineResult.arrival_s``.
     This is how a benchmark client at fixed concurrency behaves, and it is exact: a send
     time follows from the finish event itself, never from an earlier pass.
+
+    Faults (off by default; one pool of ``pp == 1`` replicas only): ``faults`` is a list
+    of ``(t_s, replica, action, factor)`` with action 0 = the replica becomes unreachable
+    (a crash or partition window starts), 1 = one such window ends, 2 = its iteration
+    times are multiplied by ``factor`` from now (1.0 ends a slowdown). An unreachable
+    replica loses every request on it (waiting, prefilling, decoding) with its KV cache:
+    ``on_crash="retry"`` re-sends each to the router at that instant (it prefills its
+    prompt and the tokens it already produced again), ``"drop"`` fails it. The router
+    only sees reachable replicas; with none, arrivals wait at the router until one
+    recovers. A decode stretch is cut at a slowdown boundary (the iteration running
+    then keeps its old speed) and, at a crash, the iterations completed before it count.
 
     Returns
     -------
@@ -439,6 +461,11 @@ def run_engine(
     ctx0 = [0] * n_req
     rver = [0] * n_req
     pref = prefixes if prefixes is not None else None
+    retry_n = [0] * n_req
+    failed = [False] * n_req
+    reprefill = [0] * n_req
+    lost_t = [math.nan] * n_req  # time of the last token before a crash (TBT across retry)
+    held: deque[int] = deque()  # arrivals waiting at the router while no replica is up
 
     replicas: list[list[Any]] = []  # per pool, what its router sees
     flat: list[_Replica] = []  # every engine (a replica, or a lane of a pipelined one)
@@ -472,9 +499,23 @@ def run_engine(
     decode_piped = len(pools) > 1 and pools[1].pp > 1
     entry_router = routers[0]
     decode_router = routers[1] if len(routers) > 1 else routers[0]
+    with_faults = faults is not None
+    if with_faults and (decode_pool is not None or entry_piped):
+        raise ValueError("faults need one pool of replicas with pp == 1")
+    if on_crash not in ("retry", "drop"):
+        raise ValueError(f"on_crash must be 'retry' or 'drop', got {on_crash!r}")
 
     events: list[tuple[float, int, int, int, int]] = []  # (t, seq, kind, a, ver)
     seq = 0
+    fault_acts: list[tuple[int, int, float]] = []
+    for ft, frep, fact, ffac in faults or ():
+        # kind 3: a fault boundary; its seq sorts after every engine event at the same
+        # instant, so an iteration ending exactly at a crash completes first
+        if not 0 <= frep < len(flat):
+            raise ValueError(f"fault on replica {frep}, expected 0..{len(flat) - 1}")
+        events.append((float(ft), _NEVER + len(fault_acts), 3, len(fault_acts), 0))
+        fault_acts.append((frep, fact, float(ffac)))
+    heapq.heapify(events)
     series: dict[str, list[Any]] = {
         "t_s": [],
         "replica": [],
@@ -801,6 +842,8 @@ def run_engine(
                     + f[4] * s_ctx
                 )
                 flops = f[5] * toks + f[14] * pairs + f[6] * s_ctx
+                if r.slow != 1.0:
+                    dur *= r.slow
                 if r.group is None:
                     r.step = (1, now, chunks, n, dur, flops, toks, s_ctx, dur)
                     end = now + dur
@@ -840,6 +883,9 @@ def run_engine(
                     heapq.heappush(events, (end, seq, 0, r.index, r.ver))
                     return
                 c = bd * n
+                if r.slow != 1.0:
+                    a1 *= r.slow
+                    c *= r.slow
                 dur = k * a1 + c * k * (k - 1) / 2.0
                 r.step = (0, now, k, a1, c, n, s_ctx)
                 r.ver += 1
@@ -903,6 +949,10 @@ def run_engine(
                 for rid in done_rids:
                     if math.isnan(first_t[rid]):
                         first_t[rid] = now
+                    elif retry_n[rid] and not math.isnan(lost_t[rid]):
+                        if now - lost_t[rid] > tbt_max[rid]:
+                            tbt_max[rid] = now - lost_t[rid]
+                        lost_t[rid] = math.nan
                     gen[rid] += 1
                     if cfg.scheduler != "orca":
                         r.kv_fixed -= -(-todo[rid] // b)
@@ -926,8 +976,98 @@ def run_engine(
         r.step = None
         plan(r, now)
 
+    def route_up(rid: int, now: float) -> None:
+        """Faults: route ``rid`` over the reachable replicas, or hold it at the router."""
+        up = [x for x in entry_pool if not x.down]
+        if not up:
+            held.append(rid)
+            return
+        r = up[entry_router.route(rid, up)]
+        r.outstanding += 1
+        rep_of[rid] = r.rep
+        enqueue(r, rid, now)
+
+    def crash(r: _Replica, now: float) -> None:
+        """``r`` becomes unreachable: settle its work until ``now``, then evict everything."""
+        nonlocal in_system
+        step = r.step
+        if step is not None and step[0] == 0:  # count the decode iterations done by now
+            _, t0, k, a1, c, n, s_ctx = step
+            j = 0
+            while j < k and t0 + (j + 1) * a1 + c * (j + 1) * j / 2.0 <= now:
+                j += 1
+            if j:
+                f = r.fast
+                ctx_total = j * s_ctx + n * j * (j - 1) / 2.0
+                account(
+                    r,
+                    j * a1 + c * j * (j - 1) / 2.0,
+                    f[5] * n * j + f[6] * ctx_total,
+                    f[17] * j + f[18] * ctx_total,
+                    n * j,
+                    j,
+                )
+                push_decode_gap(r, a1, a1 + c * (j - 1))
+                r.seqs += n * j
+                r.it += j
+                r.dec_ctx += j * n
+            last = t0 + j * a1 + c * j * (j - 1) / 2.0
+        else:  # an interrupted prefill iteration is lost
+            last = now
+        victims: list[int] = []
+        for _, rid, v in r.heap:
+            if rver[rid] == v and math.isnan(fin_t[rid]):
+                g = gap_since(r, jkey[rid])
+                if g > tbt_max[rid]:
+                    tbt_max[rid] = g
+                gen[rid] += r.it - it0[rid]
+                lost_t[rid] = last
+                victims.append(rid)
+        victims.extend(p[0] for p in r.prefilling)
+        victims.extend(r.waiting)
+        r.waiting.clear()
+        r.prefilling = []
+        r.heap = []
+        r.order = []
+        r.pend = []
+        r.cache.clear()
+        r.dec_n = r.dec_ctx = r.kv_fixed = r.wait_len = r.outstanding = 0
+        r.step = None
+        r.ver += 1
+        for rid in sorted(victims):
+            rver[rid] += 1
+            prefilled[rid] = False
+            todo[rid] = p_len[rid] + gen[rid]
+            if on_crash == "drop":
+                failed[rid] = True
+                in_system -= 1
+                if succ is not None:
+                    release(rid, now)
+            else:
+                retry_n[rid] += 1
+                reprefill[rid] += todo[rid]
+                route_up(rid, now)
+
+    def fault(idx: int, now: float) -> None:
+        frep, act, factor = fault_acts[idx]
+        r = flat[frep]
+        if act == 0:
+            r.down += 1
+            if r.down == 1:
+                crash(r, now)
+        elif act == 1:
+            r.down -= 1
+            if r.down == 0:
+                while held and any(not x.down for x in entry_pool):
+                    route_up(held.popleft(), now)
+        else:
+            r.slow = factor
+            if r.step is not None and r.step[0] == 0:
+                truncate(r, now)
+
     # main loop
     i = 0
+    faults_left = len(fault_acts)
     heappop = heapq.heappop
     while i < n_open or events:
         if i < n_open and (not events or arr[i] < events[0][0]):
@@ -937,6 +1077,9 @@ def run_engine(
             rid = i
             i += 1
             in_system += 1
+            if with_faults:
+                route_up(rid, now)
+                continue
             pos = entry_router.route(rid, entry_pool)
             r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
             r.outstanding += 1
@@ -946,6 +1089,10 @@ def run_engine(
                 prep_of[rid] = r.rep
             enqueue(r, rid, now)
             continue
+        if with_faults and events[0][2] == 3:
+            if i >= n_open and in_system == 0 and len(events) == faults_left:
+                break  # only fault boundaries remain: nothing left to serve
+            faults_left -= 1
         t, _, kind, a, v = heappop(events)
         queue_area += in_system * (t - last_t)
         last_t = t
@@ -958,6 +1105,9 @@ def run_engine(
             rid = a
             arr[rid] = t
             in_system += 1
+            if with_faults:
+                route_up(rid, t)
+                continue
             pos = entry_router.route(rid, entry_pool)
             r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
             r.outstanding += 1
@@ -966,6 +1116,8 @@ def run_engine(
             else:
                 prep_of[rid] = r.rep
             enqueue(r, rid, t)
+        elif kind == 3:
+            fault(a, t)
         else:
             rid = a
             assert decode_pool is not None
@@ -1008,4 +1160,7 @@ def run_engine(
         series=series,
         queue_area=queue_area,
         arrival_s=np.asarray(arr, dtype=np.float64),
+        retries=np.asarray(retry_n, dtype=np.int64) if with_faults else None,
+        failed=np.asarray(failed, dtype=bool) if with_faults else None,
+        reprefill_tokens=np.asarray(reprefill, dtype=np.int64) if with_faults else None,
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import polars as pl
 
 from fleetlab.inference._simulate import SimResult
 from fleetlab.report import Report
@@ -35,7 +36,33 @@ _HEADLINE = (
     "mean_power_w",
     "cost_usd",
     "usd_per_million_output_tokens",
+    "availability",
+    "min_availability",
+    "failed_requests",
+    "retried_requests",
+    "retries",
+    "reprefill_tokens",
 )
+
+_FAULT_COLOURS = {"down": "red", "partitioned": "purple", "slow": "orange"}
+_MAX_SHADED = 300  # fault windows shaded per figure (a long fault table stays readable)
+
+
+def _shade(fig: go.Figure, faults: pl.DataFrame) -> None:
+    """Shade fault windows (down, partitioned, slow) behind a time-series figure."""
+    for node, kind, start, end in (
+        faults.head(_MAX_SHADED).select("node", "kind", "start_s", "end_s").iter_rows()
+    ):
+        fig.add_vrect(
+            x0=start,
+            x1=end,
+            fillcolor=_FAULT_COLOURS.get(str(kind), "grey"),
+            opacity=0.12,
+            line_width=0,
+            layer="below",
+            annotation_text=f"{node} {kind}" if faults.height <= 20 else None,
+            annotation_position="top left",
+        )
 
 
 def _cdf(values: np.ndarray, name: str, max_points: int = 2000) -> go.Scatter:
@@ -54,6 +81,7 @@ def simulation_report(
     title: str = "LLM serving simulation",
     subtitle: str = "",
     config: dict[str, Any] | None = None,
+    faults: pl.DataFrame | None = None,
 ) -> Report:
     """Build the HTML report of one simulation.
 
@@ -65,6 +93,10 @@ def simulation_report(
         Report header.
     config : dict, optional
         The configuration to show in a table.
+    faults : pl.DataFrame, optional
+        The fault windows the simulation ran with (a :func:`fleetlab.sim.draw_faults`
+        table): shaded in the time series (down red, partitioned purple, slow orange;
+        the first 300 windows) and listed in a "Faults" section.
 
     Returns
     -------
@@ -119,6 +151,10 @@ def simulation_report(
         fig.update_layout(
             title=label, xaxis_title="simulated time (s)", height=320, margin={"t": 40, "b": 40}
         )
+        if faults is not None and faults.height:
+            _shade(fig, faults)
         sec.figure(fig)
     report.section("Replicas").table(result.replicas)
+    if faults is not None:
+        report.section("Faults").table(faults.sort("start_s").head(200))
     return report

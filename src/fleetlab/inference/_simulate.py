@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -14,6 +15,7 @@ from fleetlab.inference._engine import PoolConfig, Router, make_router, run_engi
 from fleetlab.inference._memory import MemoryPlan, memory_plan
 from fleetlab.inference._perf import compile_model
 from fleetlab.inference._specs import Efficiency, gpu_spec, model_spec
+from fleetlab.sim import availability as node_availability
 
 __all__ = ["SimResult", "simulate"]
 
@@ -30,7 +32,8 @@ class SimResult:
         One row per request: request_id, arrival_s, prompt_tokens, output_tokens, replica,
         prefill_replica, queueing_s, ttft_s, tpot_s (mean time between tokens), tbt_max_s
         (longest gap between two of its tokens), e2e_s, preemptions, cached_tokens,
-        meets_slo (times in seconds).
+        meets_slo (times in seconds); with ``faults`` also retries, failed and
+        reprefill_tokens.
     replicas : pl.DataFrame
         One row per replica: pool, gpus, busy_s, utilization, iterations, tokens,
         mean_batch_seqs (sequences per iteration), mean_batch_tokens (tokens per
@@ -38,7 +41,9 @@ class SimResult:
     timeseries : pl.DataFrame
         Samples per replica: t_s, replica, running, waiting, kv_used (fraction), busy.
     metrics : dict
-        Headline numbers (percentiles in seconds, tokens/s, goodput, energy, cost).
+        Headline numbers (percentiles in seconds, tokens/s, goodput, energy, cost); with
+        ``faults`` also availability, min_availability, failed_requests,
+        retried_requests, retries and reprefill_tokens.
     """
 
     requests: pl.DataFrame
@@ -198,6 +203,107 @@ def _check_requests(
                 )
 
 
+def _replica_nodes(spec: ClusterSpec) -> list[str]:
+    """The fault-model node names of ``spec``'s replicas, ``replica-0`` … ``replica-{n-1}``.
+
+    One node per replica (a TP×PP replica's GPUs fail together); pass these as
+    ``nodes`` to :func:`fleetlab.sim.draw_faults` to draw a ``faults`` table for
+    :func:`simulate`.
+
+    Parameters
+    ----------
+    spec : ClusterSpec
+        The cluster (its ``replicas`` count; a disaggregated cluster counts prefill
+        replicas then decode replicas).
+
+    Returns
+    -------
+    list of str
+    """
+    n = spec.prefill_replicas + spec.decode_replicas if spec.disaggregated else spec.replicas
+    return [f"replica-{i}" for i in range(n)]
+
+
+_FAULT_COLUMNS = ("node", "kind", "start_s", "end_s", "factor")
+
+
+def _fault_actions(
+    faults: pl.DataFrame, nodes: list[str], source: str
+) -> list[tuple[float, int, int, float]]:
+    """Turn a :func:`fleetlab.sim.draw_faults` table into the engine's boundary list."""
+    missing = [c for c in _FAULT_COLUMNS if c not in faults.columns]
+    if missing:
+        raise InputFormatError(
+            source,
+            "missing column in the faults table",
+            field=missing[0],
+            expected="a draw_faults table (node, kind, start_s, end_s, factor)",
+            found=faults.columns,
+        )
+    index = {name: i for i, name in enumerate(nodes)}
+    acts: list[tuple[float, int, int, float]] = []
+    slow: dict[int, list[tuple[float, int, float]]] = {}
+    for row, (node, kind, start, end, factor) in enumerate(
+        faults.select(_FAULT_COLUMNS).iter_rows()
+    ):
+        rep = index.get(str(node))
+        if rep is None:
+            raise InputFormatError(
+                source,
+                "fault on an unknown replica",
+                row=row,
+                field="node",
+                expected=f"one of replica-0 … replica-{len(nodes) - 1}",
+                found=node,
+            )
+        if start is None or end is None or not (0 <= float(start) <= float(end)):
+            raise InputFormatError(
+                source,
+                "bad fault window",
+                row=row,
+                field="start_s/end_s",
+                expected="0 <= start_s <= end_s",
+                found=(start, end),
+            )
+        if kind in ("down", "partitioned"):
+            acts.append((float(start), rep, 0, 1.0))
+            acts.append((float(end), rep, 1, 1.0))
+        elif kind == "slow":
+            if factor is None or not float(factor) > 0:
+                raise InputFormatError(
+                    source,
+                    "bad slowdown factor",
+                    row=row,
+                    field="factor",
+                    expected="> 0",
+                    found=factor,
+                )
+            slow.setdefault(rep, []).extend(
+                [(float(start), 1, float(factor)), (float(end), -1, float(factor))]
+            )
+        else:
+            raise InputFormatError(
+                source,
+                "unknown fault kind",
+                row=row,
+                field="kind",
+                expected="down, partitioned or slow",
+                found=kind,
+            )
+    # overlapping slowdowns of one replica multiply; emit the product at each boundary
+    for rep, marks in slow.items():
+        active: list[float] = []
+        marks.sort(key=lambda m: (m[0], m[1]))
+        for t, sign, factor in marks:
+            if sign > 0:
+                active.append(factor)
+            else:
+                active.remove(factor)
+            acts.append((t, rep, 2, math.prod(active)))
+    acts.sort(key=lambda a: (a[0], a[1]))
+    return acts
+
+
 def simulate(
     requests: pl.DataFrame,
     spec: ClusterSpec,
@@ -208,6 +314,8 @@ def simulate(
     seed: int = 0,
     sample_every_s: float | None = None,
     source: str = "<requests>",
+    faults: pl.DataFrame | None = None,
+    on_crash: Literal["retry", "drop"] = "retry",
 ) -> SimResult:
     """Simulate an LLM serving cluster on a requests table.
 
@@ -228,6 +336,17 @@ def simulate(
         Time-series sampling period per replica (default: trace span / 400).
     source : str
         Name of the input used in error messages.
+    faults : pl.DataFrame, optional
+        Fault windows as :func:`fleetlab.sim.draw_faults` returns them (``node``,
+        ``kind``, ``start_s``, ``end_s``, ``factor``; times in seconds on the requests'
+        clock), over the nodes ``replica-0`` … ``replica-{n-1}`` names (one node per replica). ``down`` and ``partitioned``
+        windows make a replica unreachable, ``slow`` ones multiply its iteration times by
+        ``factor``. Needs a non-disaggregated cluster with ``pp == 1``. See
+        docs/inference.md, "Faults".
+    on_crash : {"retry", "drop"}
+        What happens to the requests on a replica when it becomes unreachable: re-sent
+        to another replica at that instant (prompt and tokens so far prefilled again), or
+        failed.
 
     Returns
     -------
@@ -260,6 +379,17 @@ def simulate(
         pools, sizes, specs, plans = [cfg], [spec.replicas], [spec.replica], [plan]
         kv_s_per_token = 0.0
     _check_requests(requests, specs, plans, source)
+    fault_acts = None
+    if faults is not None:
+        if spec.disaggregated or spec.replica.pp > 1:
+            raise ConfigError(
+                "faults: the inference simulator injects faults into one pool of replicas "
+                f"with pp == 1 (found disaggregated={spec.disaggregated}, "
+                f"pp={spec.replica.pp})"
+            )
+        if on_crash not in ("retry", "drop"):
+            raise ConfigError(f"on_crash: expected 'retry' or 'drop', found {on_crash!r}")
+        fault_acts = _fault_actions(faults, _replica_nodes(spec), "faults")
 
     req = requests.with_row_index("_row").sort("arrival_s", maintain_order=True)
     arrival = req["arrival_s"].cast(pl.Float64).to_numpy()
@@ -290,6 +420,8 @@ def simulate(
         prefixes=prefixes,
         kv_transfer_s_per_token=kv_s_per_token,
         sample_every_s=every,
+        faults=fault_acts,
+        on_crash=on_crash,
     )
 
     ttft = res.first_token_s - arrival
@@ -316,6 +448,13 @@ def simulate(
             "meets_slo": meets,
         }
     )
+    if fault_acts is not None:
+        assert res.retries is not None and res.failed is not None
+        table = table.with_columns(
+            retries=pl.Series(res.retries, dtype=pl.Int64),
+            failed=pl.Series(res.failed, dtype=pl.Boolean),
+            reprefill_tokens=pl.Series(res.reprefill_tokens, dtype=pl.Int64),
+        )
     pool_names = (
         (["prefill"] * sizes[0] + ["decode"] * sizes[1])
         if spec.disaggregated
@@ -353,6 +492,19 @@ def simulate(
         },
     )
     metrics = _metrics(table, replicas, spec, duration, res.queue_area, plans[0])
+    if faults is not None:
+        avail = node_availability(faults, nodes=_replica_nodes(spec), horizon_s=max(end, 1e-9))
+        metrics.update(
+            {
+                # mean over replicas of the fraction of [0, end of simulation] each was up
+                "availability": float(cast(float, avail["availability"].mean())),
+                "min_availability": float(cast(float, avail["availability"].min())),
+                "failed_requests": int(table["failed"].sum()),
+                "retried_requests": int((table["retries"] > 0).sum()),
+                "retries": int(table["retries"].sum()),
+                "reprefill_tokens": int(table["reprefill_tokens"].sum()),
+            }
+        )
     return SimResult(table, replicas, ts, metrics)
 
 
