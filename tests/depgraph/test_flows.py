@@ -75,3 +75,14 @@ def test_flow_scores_on_a_hand_built_service() -> None:
 def test_missing_flow_column_is_reported() -> None:
     with pytest.raises(InputFormatError, match="dst"):
         depgraph.mine_flows(pl.DataFrame({"ts_us": [1], "src": ["a"]}), source="f.csv")
+
+
+def test_background_flows_over_untimed_flows_come_back_unchanged() -> None:
+    """Flows whose timestamps are all null have no span to add traffic over (was a TypeError)."""
+    flows = pl.DataFrame(
+        {"ts_us": [None, None, None], "src": ["a", "b", "a"], "dst": ["b", "c", "c"]},
+        schema={"ts_us": pl.Int64, "src": pl.String, "dst": pl.String},
+    )
+    out, pairs = depgraph.add_background_flows(flows, pairs=2)
+    assert pairs == set()
+    assert out.equals(flows)

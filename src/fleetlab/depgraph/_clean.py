@@ -7,7 +7,7 @@ dict of data-quality counts (what was dropped or repaired, and why).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -425,7 +425,7 @@ def _fix_clock_units(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         return df, 0
     if hi < _EPOCH_US[0]:  # the median cannot be in µs since the epoch either
         return df, 0
-    med = df["start_us"].median()
+    med = cast("float | None", df["start_us"].median())  # start_us is Int64: float or None
     if med is None or not (_EPOCH_US[0] <= med < _EPOCH_US[1]):
         return df, 0  # relative clocks: magnitudes say nothing about units
     s = pl.col("start_us")

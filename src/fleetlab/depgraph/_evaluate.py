@@ -3,7 +3,7 @@ as ground truth)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -123,9 +123,12 @@ def evaluate_flow_mining(
         .iter_rows()
     }
     roots = flows.filter(pl.col("src").is_in(list(origins)))
-    span_s = max(1e-6, (flows["ts_us"].max() - flows["ts_us"].min()) / 1e6) if flows.height else 1
+    # spans_to_flows and add_background_flows give Int64 ts_us and duration_us: min/max are
+    # ints and the mean a float, or None when every value is null (spans with no start_us)
+    lo, hi = cast("int | None", flows["ts_us"].min()), cast("int | None", flows["ts_us"].max())
+    span_s = max(1e-6, (hi - lo) / 1e6) if lo is not None and hi is not None else 1.0
     rps = roots.height / span_s
-    mean_s = (roots["duration_us"].mean() or 0) / 1e6
+    mean_s = (cast("float | None", roots["duration_us"].mean()) or 0) / 1e6
     return {
         "edges": _prf(mined, truth_edges),
         "triples": _prf(pred_t, truth_t),

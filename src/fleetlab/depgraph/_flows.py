@@ -14,7 +14,7 @@ flows carry one (S is still handling it), else ``window_ms``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import numpy as np
@@ -73,6 +73,17 @@ def _as_flows(flows: pl.DataFrame | pl.LazyFrame, source: str) -> pl.DataFrame:
     )
 
 
+def _ts_range(f: pl.DataFrame) -> tuple[int, int] | None:
+    """First and last ``ts_us`` of an :func:`_as_flows` table; None when it has no rows.
+
+    Polars types ``min``/``max`` as any scalar; ``_as_flows`` makes ``ts_us`` a non-null
+    Int64 column, so here they are ints.
+    """
+    if f.height == 0:
+        return None
+    return cast(int, f["ts_us"].min()), cast(int, f["ts_us"].max())
+
+
 def flow_dependencies(
     flows: pl.DataFrame | pl.LazyFrame,
     spec: FlowMiningSpec | None = None,
@@ -111,8 +122,8 @@ def flow_dependencies(
     spec = spec or FlowMiningSpec()
     f = _as_flows(flows, source)
     skew = spec.skew_ms * 1000.0
-    lo = float(f["ts_us"].min()) if f.height else 0.0
-    hi = float(f["ts_us"].max()) if f.height else 0.0
+    span = _ts_range(f)
+    lo, hi = (float(span[0]), float(span[1])) if span else (0.0, 0.0)
     groups: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for (src, dst), part in f.group_by(["src", "dst"], maintain_order=True):
         ts = part["ts_us"].to_numpy().astype(np.float64)
@@ -238,8 +249,8 @@ def mine_flows(
     scores = flow_dependencies(f, spec, source=source)
     dsts = set(f["dst"].unique().to_list())
     origins = sorted(set(f["src"].unique().to_list()) - dsts)
-    lo, hi = (f["ts_us"].min(), f["ts_us"].max()) if f.height else (None, None)
-    window_s = (hi - lo) / 1e6 if lo is not None and hi is not None and hi > lo else None
+    span = _ts_range(f)
+    window_s = (span[1] - span[0]) / 1e6 if span and span[1] > span[0] else None
     lat = pl.col("duration_us").cast(pl.Float64) / 1000.0
     stats = (
         f.group_by("src", "dst")

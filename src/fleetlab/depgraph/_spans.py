@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import numpy as np
@@ -182,7 +182,9 @@ def mine_spans(
     """
     frame, quality, parent_row = clean_spans_indexed(spans, source=source, lean=True)
     if window_s is None and frame.height:
-        lo, hi = frame["start_us"].min(), frame["end_us"].max()
+        # clean_spans makes start_us and end_us Int64: int, or None when all are null
+        lo = cast("int | None", frame["start_us"].min())
+        hi = cast("int | None", frame["end_us"].max())
         window_s = (hi - lo) / 1e6 if lo is not None and hi is not None and hi > lo else None
     links = call_links(frame, async_tolerance_us=async_tolerance_us)
     quality["calls"] = links.height

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -551,7 +551,8 @@ def add_background_flows(
     -------
     (flows, noise_pairs)
         The flows with the background added, and the set of background pairs (which are
-        not dependencies).
+        not dependencies). Flows with no rows, or whose ``ts_us`` are all null, have no
+        span to add traffic over and come back unchanged with no pairs.
     """
     rng = Streams(seed)["background"]
     nodes = sorted(set(flows["src"].unique().to_list()) | set(flows["dst"].unique().to_list()))
@@ -569,8 +570,13 @@ def add_background_flows(
     ]
     if not candidates or flows.height == 0:
         return flows, set()
+    first, last = flows["ts_us"].min(), flows["ts_us"].max()
+    if first is None or last is None:  # every ts_us is null: no span to add traffic over
+        return flows, set()
     idx = rng.choice(len(candidates), size=min(pairs, len(candidates)), replace=False)
-    lo, hi = int(flows["ts_us"].min()), int(flows["ts_us"].max())
+    # ts_us is a numeric column (flows tables have Int64 ts_us); polars types min/max as
+    # any scalar
+    lo, hi = int(cast(float, first)), int(cast(float, last))
     span_s = max(1e-6, (hi - lo) / 1e6)
     parts = []
     chosen = set()

@@ -84,7 +84,7 @@ def tour_stop(workdir: Path, *, seed: int) -> tuple[Report, dict[str, Any]]:
             ]
         )
     )
-    top = radii[0] if radii else {"service": "", "share_of_traffic": 0.0}
+    top: dict[str, Any] = radii[0] if radii else {"service": "", "share_of_traffic": 0.0}
     summary = {
         "data": data,
         "services": graph.graph.number_of_nodes(),

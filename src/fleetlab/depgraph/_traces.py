@@ -77,7 +77,7 @@ def analyze_traces(
             j += 1
         rows.extend(_one_trace(range(i, j), cols, svc, tids, parent_ok, is_root))
         i = j
-    schema = {
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "trace_id": pl.String,
         "root_service": pl.String,
         "spans": pl.Int64,

@@ -23,6 +23,7 @@ from fleetlab.workload._marginals import fit_candidates
 from fleetlab.workload._stats import (
     BIN_CANDIDATES_S,
     acf,
+    as_float,
     count_cache,
     cv,
     dominant_periods,
@@ -179,7 +180,7 @@ def _null_anomalies(df: pl.DataFrame, name: str, ch: Characterization) -> None:
 
 
 def _arrivals(ev: pl.DataFrame, column: str, ch: Characterization, streams: Streams) -> None:
-    if "_count" in ev.columns and ev.height and ev["_count"].max() > 1:
+    if "_count" in ev.columns and ev.height and as_float(ev["_count"].max(), what="_count max") > 1:
         _minute_counts(ev, ch)
         return
     timed = ev.filter(pl.col("_t").is_not_null() & pl.col("_t").is_finite())
@@ -411,9 +412,10 @@ def _periodicity(
     out["acf_at_period"] = strength
     if duration >= DAY:
         hours = counter(HOUR).astype(np.float64)
-        prof = np.bincount(np.arange(hours.size) % 24, weights=hours, minlength=24)
-        n = np.bincount(np.arange(hours.size) % 24, minlength=24)
-        prof = prof / np.maximum(n, 1)
+        hour = np.arange(hours.size) % 24
+        total = np.bincount(hour, weights=hours, minlength=24)
+        n = np.bincount(hour, minlength=24)
+        prof = total / np.maximum(n, 1)
         out["hour_of_day_profile"] = prof.tolist()
         out["peak_to_trough"] = float(prof.max() / prof.min()) if prof.min() > 0 else None
         if prof.min() == 0:
@@ -584,7 +586,7 @@ def _lifetimes(df: pl.DataFrame, ch: Characterization) -> None:
     if zero:
         ch.anomalies.append({"kind": "zero_lifetimes", "rows": zero, "note": "kept"})
     times, surv = kaplan_meier(life, observed)
-    out = {
+    out: dict[str, Any] = {
         "vms": int(life.size),
         "censored_fraction": float(1 - observed.mean()),
         "censoring": "alive at the trace end (deleted_s null or at the last timestamp)",
@@ -691,11 +693,11 @@ def _utilization(df: pl.DataFrame, ch: Characterization, streams: Streams) -> No
     out: dict[str, Any] = {
         "vms": per.height,
         "samples": u.height,
-        "avg_cpu_median": float(per["avg"].median()),
-        "p95_cpu_median": float(per["p95"].median()),
+        "avg_cpu_median": as_float(per["avg"].median(), what="cpu_per_vm.avg median"),
+        "p95_cpu_median": as_float(per["p95"].median(), what="cpu_per_vm.p95 median"),
     }
     for th in (20, 50, 80):
-        out[f"vms_p95_under_{th}"] = float((per["p95"] < th).mean())
+        out[f"vms_p95_under_{th}"] = as_float((per["p95"] < th).mean(), what="p95 share")
     ch.tables["cpu_per_vm"] = per.sort("vm_id")
     # sampling regularity
     steps = (
@@ -707,7 +709,8 @@ def _utilization(df: pl.DataFrame, ch: Characterization, streams: Streams) -> No
     )
     if steps.height:
         mode = float(steps["d"].mode().sort()[0])
-        off = float((~((steps["d"] - mode).abs() <= 1e-6 * max(mode, 1))).mean())
+        irregular = ~((steps["d"] - mode).abs() <= 1e-6 * max(mode, 1))
+        off = as_float(irregular.mean(), what="irregular interval share")
         out["sampling_interval_s"] = mode
         out["irregular_intervals"] = off
         if off > 0.01:
@@ -719,9 +722,9 @@ def _utilization(df: pl.DataFrame, ch: Characterization, streams: Streams) -> No
                     "note": "samples not on the usual interval (gaps or duplicates); kept",
                 }
             )
-    span = float(u["ts_s"].max() - u["ts_s"].min())
+    t0 = as_float(u["ts_s"].min(), what="usage.ts_s min")
+    span = as_float(u["ts_s"].max(), what="usage.ts_s max") - t0
     if span >= DAY:
-        t0 = float(u["ts_s"].min())
         hourly = (
             u.with_columns((((pl.col("ts_s") - t0) % DAY) // HOUR).cast(pl.Int64).alias("h"))
             .group_by("vm_id", "h")
@@ -782,7 +785,10 @@ def _client_profiles(df: pl.DataFrame, ch: Characterization) -> None:
     }
     if "cv" in df.columns and df["cv"].null_count() < df.height:
         c = df["cv"].drop_nulls()
-        ch.metrics["client_cv"] = {"median": float(c.median()), "p90": float(c.quantile(0.9))}
+        ch.metrics["client_cv"] = {
+            "median": as_float(c.median(), what="client_profiles.cv median"),
+            "p90": as_float(c.quantile(0.9), what="client_profiles.cv p90"),
+        }
     if "pattern" in df.columns:
         _shares(df, "pattern", ch)
     ch.skipped.append(

@@ -743,7 +743,7 @@ def _fit_entity(
     top = per.head(opts.entity_top)
     shares = (top["n"].to_numpy() / total).tolist()
     parents = None
-    if len(keys) == 2:
+    if parent is not None and len(keys) == 2:
         codes = top[parent].cast(pl.Categorical).to_physical().to_numpy()
         parents = [int(x) for x in codes]
     own: dict[str, dict[str, Marginal]] = {}

@@ -93,7 +93,7 @@ def fit_candidates(
         fit_x = np.maximum(fit_x + rng.uniform(-0.5, 0.5, fit_x.size), 1e-3)
         ks_x = np.maximum(ks_x + rng.uniform(-0.5, 0.5, ks_x.size), 1e-3)
     ks_x = np.sort(ks_x)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for family in FAMILIES:
         try:
             params = _fit_family(family, fit_x)

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+# pyarrow ships no py.typed and pyarrow-stubs is not in the dev extra
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from fleetlab.errors import FleetlabError
 

@@ -12,6 +12,7 @@ from fleetlab.report import Report, Section
 from fleetlab.workload._characterize import Characterization
 from fleetlab.workload._compare import Comparison
 from fleetlab.workload._model import WorkloadModel
+from fleetlab.workload._stats import as_float
 
 _LAYOUT = MappingProxyType({"height": 320, "margin": {"t": 40, "b": 40, "l": 50, "r": 20}})
 
@@ -95,7 +96,12 @@ def characterization_report(
                 sec.table(ch.tables[f"fits.{f}"])
             if f"quantiles.{f}" in ch.tables:
                 q = ch.tables[f"quantiles.{f}"]
-                fig = _fig(f"CDF of {f}", f, "P(X <= x)", log_x=bool(q["value"].min() > 0))
+                fig = _fig(
+                    f"CDF of {f}",
+                    f,
+                    "P(X <= x)",
+                    log_x=as_float(q["value"].min(), what=f"quantiles.{f} min") > 0,
+                )
                 fig.add_scatter(x=q["value"], y=q["p"], mode="lines", name=f)
                 sec.figure(fig)
     if "lifetimes" in m:
@@ -296,7 +302,8 @@ def add_comparison(rep: Report, cmp: Comparison) -> Report:
             f = key.split(".", 1)[1]
             fig = _fig(f"Q-Q plot: {f}", "real quantile", "synthetic quantile")
             fig.add_scatter(x=q["real"], y=q["synth"], mode="markers", name=f)
-            lo, hi = float(q["real"].min()), float(q["real"].max())
+            lo = as_float(q["real"].min(), what=f"{key}.real min")
+            hi = as_float(q["real"].max(), what=f"{key}.real max")
             fig.add_scatter(
                 x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line={"dash": "dot"}
             )

@@ -360,7 +360,7 @@ def _node(row: dict[str, Any], rng: np.random.Generator) -> SpanNode:
     ratio, coupling = _coupling(row, dm, rho, rng)
     return SpanNode(
         duration_us=dm,
-        coupling=coupling,  # type: ignore[arg-type]
+        coupling=coupling,
         parent_corr=rho,
         ratio=ratio,
         offset=_compact(o, n_knots=OFFSET_KNOTS, integer=False, lower=0.0, upper=1.0)

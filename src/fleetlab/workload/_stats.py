@@ -354,3 +354,33 @@ def count_cache(
         return counts(times, width, end=end)
 
     return get
+
+
+def as_float(value: object, *, what: str) -> float:
+    """A number from a Polars or NumPy scalar (``.max()``, ``.median()``, ``.item()``).
+
+    Polars types those results as a wide union (dates, strings, lists, ``None``) because
+    it cannot know the column's dtype; the workload columns they are taken from are
+    numeric. This narrows the value to ``float`` at that boundary and fails loudly
+    rather than letting a ``None`` or a string flow into the arithmetic.
+
+    Parameters
+    ----------
+    value
+        The scalar (a Python or NumPy int, float or bool).
+    what
+        What the value is (column and statistic), named in the error.
+
+    Returns
+    -------
+    float
+        ``float(value)``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a number (e.g. ``None`` from an all-null column).
+    """
+    if isinstance(value, int | float | np.integer | np.floating | np.bool_):
+        return float(value)
+    raise TypeError(f"{what}: expected a number, found {value!r} ({type(value).__name__})")

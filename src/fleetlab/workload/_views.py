@@ -13,6 +13,7 @@ import polars as pl
 
 from fleetlab.errors import ConfigError
 from fleetlab.traces import table_of
+from fleetlab.workload._stats import as_float
 
 PAIR = "_pair"
 """Flows: the event frame's column holding ``src -> dst`` (the entity a flows model keeps)."""
@@ -144,7 +145,11 @@ def event_frame(
     out = frame.select(exprs)
     if "count" in names and view.table == "invocations":
         out = out.with_columns(frame["count"].cast(pl.Int64).fill_null(0).alias("_count"))
-        if expand_seed is not None and out.height and out["_count"].max() > 1:
+        if (
+            expand_seed is not None
+            and out.height
+            and as_float(out["_count"].max(), what="_count max") > 1
+        ):
             out = _expand(out, frame, expand_seed)
     return out.sort("_t", nulls_last=True), fields, skipped
 
