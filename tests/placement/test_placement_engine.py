@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from placement_helpers import vms_table
+from placement_helpers import known_stream, vms_table
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -146,20 +146,7 @@ def test_kernel_timeline_on_a_known_stream():
     # 3 servers of 10 cores / 10 GiB, best fit: a (0-5 s) and b pack s0, c goes to s1,
     # a leaves at 5, d (5 s) joins c on s1, e (11 cores) is too large; grid 0..6 s, each
     # sample taken before the events at its time
-    cl = build_cluster(
-        ClusterSpec(
-            server_types=(ServerType(name="s", count=3, capacity={"cores": 10, "memory_gb": 10}),)
-        )
-    )
-    vms = vms_table(
-        [
-            ("a", 0, 5, 6, 6),
-            ("b", 1, None, 3, 3),
-            ("c", 2, None, 5, 5),
-            ("d", 5, None, 4, 4),
-            ("e", 6, None, 11, 1),
-        ]
-    )
+    cl, vms = known_stream()
     res = simulate(cl, vms, "best-fit", samples=7)
     assert res.metrics["engine"] == "kernel"
     tl = res.timeline

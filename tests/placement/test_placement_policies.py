@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from placement_helpers import vms_table
+from placement_helpers import known_stream, vms_table
 
 from fleetlab.errors import ConfigError
 from fleetlab.placement import (
@@ -360,20 +360,7 @@ def test_compiled_kernel_decides_exactly_like_the_python_policies(name, max_tree
 def test_compiled_kernel_places_a_known_stream():
     # 3 servers of 10 cores / 10 GiB; best fit packs, worst fit spreads, a VM that
     # arrives when its predecessor left reuses its room, an oversized one fails
-    cl = build_cluster(
-        ClusterSpec(
-            server_types=(ServerType(name="s", count=3, capacity={"cores": 10, "memory_gb": 10}),)
-        )
-    )
-    vms = vms_table(
-        [
-            ("a", 0, 5, 6, 6),
-            ("b", 1, None, 3, 3),
-            ("c", 2, None, 5, 5),
-            ("d", 5, None, 4, 4),
-            ("e", 6, None, 11, 1),
-        ]
-    )
+    cl, vms = known_stream()
     reqs = requests_from_vms(vms, cl)
     assert place_stream(cl, reqs, make_policy("best-fit")).node.tolist() == [0, 0, 1, 1, -1]
     assert place_stream(cl, reqs, make_policy("worst-fit")).node.tolist() == [0, 1, 2, 0, -1]
