@@ -8,7 +8,7 @@ power, energy and cost.
 
 from fleetlab.inference._arrivals import poisson_requests, retime
 from fleetlab.inference._calibrate import calibrate, read_vidur_compute, read_vidur_network
-from fleetlab.inference._config import ClusterSpec, ReplicaSpec, Slo
+from fleetlab.inference._config import ClusterSpec, Frontend, ReplicaSpec, Slo
 from fleetlab.inference._engine import Router, make_router
 from fleetlab.inference._memory import MemoryPlan, memory_plan
 from fleetlab.inference._perf import IterationModel, compile_model
@@ -31,6 +31,7 @@ from fleetlab.inference._validate import validate_splitwise
 __all__ = [
     "ClusterSpec",
     "Efficiency",
+    "Frontend",
     "GpuSpec",
     "IterationModel",
     "MemoryPlan",

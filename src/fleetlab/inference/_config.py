@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetlab.inference._specs import GpuSpec, ModelSpec
 
-__all__ = ["ClusterSpec", "ReplicaSpec", "Slo"]
+__all__ = ["ClusterSpec", "Frontend", "ReplicaSpec", "Slo"]
 
 Scheduler = Literal["vllm", "sarathi", "orca"]
 RouterName = Literal["round_robin", "least_outstanding", "least_kv", "power_of_two", "prefix"]
@@ -82,6 +82,43 @@ class ReplicaSpec(BaseModel):
     def gpus(self) -> int:
         """GPUs per replica."""
         return self.tp * self.pp
+
+
+class Frontend(BaseModel):
+    """The request path outside the engine: HTTP server, tokenizer, detokenizer, streaming.
+
+    A request sent by a client at ``t`` reaches the engine's scheduler after
+    ``request_s`` (HTTP parsing, validation, chat template, hand-off to the engine
+    process; in parallel over requests) plus its tokenization, ``tokenize_s_per_token``
+    per prompt token on **one** tokenizer worker shared by all requests (first come,
+    first served, as vLLM's OpenAI server tokenizes on a single thread). Every output
+    token reaches the client ``token_out_s`` after the engine step that produced it
+    (output queue, incremental detokenization, SSE chunk); that latency is the same for
+    every token, so it adds to TTFT and end-to-end time but not to TPOT.
+
+    The defaults are public measurements of vLLM's frontend, not fits to any
+    validation rows: 1.34 µs per prompt token (vLLM PR #19334: 100 prompts of 10,000
+    tokens tokenized one after another in 1.338 s), 0.65 ms per output token (vLLM V1's
+    output path: 0.05 ms output queue, 0.1 ms detokenizer, 0.5 ms SSE chunk;
+    fridayswithfaraday.com, "vLLM v1 async output processing") and 1 ms per request
+    (an order-of-magnitude estimate of an HTTP request with JSON validation and a chat
+    template; no public per-stage figure was found).
+
+    Attributes
+    ----------
+    request_s : float
+        Fixed time per request before tokenization (seconds).
+    tokenize_s_per_token : float
+        Tokenizer time per prompt token (seconds), on one worker for all requests.
+    token_out_s : float
+        Latency from the engine step to the client, per output token (seconds).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_s: float = Field(default=1.0e-3, ge=0)
+    tokenize_s_per_token: float = Field(default=1.34e-6, ge=0)
+    token_out_s: float = Field(default=0.65e-3, ge=0)
 
 
 class Slo(BaseModel):

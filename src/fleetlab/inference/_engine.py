@@ -211,6 +211,9 @@ class EngineResult:
     #: arrival time of every request as simulated (closed-loop requests get theirs when
     #: their predecessor finishes; open-loop ones keep the given time)
     arrival_s: np.ndarray | None = None
+    #: ``preprocess_s`` only: when each request entered the preprocessing queue (its
+    #: ``arrival_s`` is then when preprocessing ended and the scheduler saw it)
+    sent_s: np.ndarray | None = None
     #: faults only: per request, times re-sent after its replica went down, whether it
     #: failed (``on_crash="drop"``), and the tokens those re-sends had to prefill again
     retries: np.ndarray | None = None
@@ -401,6 +404,7 @@ def run_engine(
     send_delay_s: np.ndarray | None = None,
     faults: Sequence[tuple[float, int, int, float]] | None = None,
     on_crash: str = "retry",
+    preprocess_s: np.ndarray | None = None,
 ) -> EngineResult:
     """Simulate requests (sorted by arrival) through one or two pools of replicas.
 
@@ -416,6 +420,13 @@ def run_engine(
     finite arrival); their simulated send times come back in ``EngineResult.arrival_s``.
     This is how a benchmark client at fixed concurrency behaves, and it is exact: a send
     time follows from the finish event itself, never from an earlier pass.
+
+    Serial preprocessing (off by default): with ``preprocess_s``, a request reaches the
+    router ``preprocess_s[i]`` seconds after it reaches the front of one first-come,
+    first-served preprocessing queue shared by all requests (a frontend's single
+    tokenizer thread); it enters that queue at its arrival or closed-loop send time,
+    which come back in ``EngineResult.sent_s``, while ``arrival_s`` holds when
+    preprocessing ended.
 
     Faults (off by default; one pool of ``pp == 1`` replicas only): ``faults`` is a list
     of ``(t_s, replica, action, factor)`` with action 0 = the replica becomes unreachable
@@ -436,6 +447,11 @@ def run_engine(
     arr = arrival.tolist()
     succ = successor.tolist() if successor is not None else None
     delay = send_delay_s.tolist() if send_delay_s is not None else None
+    pre = preprocess_s.tolist() if preprocess_s is not None else None
+    if pre is not None and len(pre) != n_req:
+        raise ValueError(f"preprocess_s has {len(pre)} entries, expected {n_req}")
+    sent_t = list(arrival.tolist()) if pre is not None else []
+    pre_free = -math.inf  # when the preprocessing worker is next idle
     n_open = n_req
     if succ is not None:
         if len(succ) != n_req:
@@ -633,7 +649,7 @@ def run_engine(
         if nxt >= 0:
             seq += 1
             t = now + (delay[nxt] if delay is not None else 0.0)
-            heapq.heappush(events, (t, seq, 2, nxt, 0))
+            heapq.heappush(events, (t, seq, 2 if pre is None else 5, nxt, 0))
 
     def finish(r: _Replica, rid: int, now: float) -> None:
         nonlocal in_system
@@ -1076,6 +1092,10 @@ def run_engine(
             last_t = now
             rid = i
             i += 1
+            if pre is not None:  # into the preprocessing queue first
+                seq += 1
+                heapq.heappush(events, (now, seq, 5, rid, 0))
+                continue
             in_system += 1
             if with_faults:
                 route_up(rid, now)
@@ -1118,6 +1138,12 @@ def run_engine(
             enqueue(r, rid, t)
         elif kind == 3:
             fault(a, t)
+        elif kind == 5:  # a request enters the serial preprocessing queue
+            assert pre is not None
+            sent_t[a] = t
+            pre_free = max(t, pre_free) + pre[a]
+            seq += 1
+            heapq.heappush(events, (pre_free, seq, 2, a, 0))
         else:
             rid = a
             assert decode_pool is not None
@@ -1160,6 +1186,7 @@ def run_engine(
         series=series,
         queue_area=queue_area,
         arrival_s=np.asarray(arr, dtype=np.float64),
+        sent_s=np.asarray(sent_t, dtype=np.float64) if pre is not None else None,
         retries=np.asarray(retry_n, dtype=np.int64) if with_faults else None,
         failed=np.asarray(failed, dtype=bool) if with_faults else None,
         reprefill_tokens=np.asarray(reprefill, dtype=np.int64) if with_faults else None,

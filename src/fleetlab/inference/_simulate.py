@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from fleetlab.errors import ConfigError, InputFormatError
-from fleetlab.inference._config import ClusterSpec, ReplicaSpec
+from fleetlab.inference._config import ClusterSpec, Frontend, ReplicaSpec
 from fleetlab.inference._engine import PoolConfig, Router, make_router, run_engine
 from fleetlab.inference._memory import MemoryPlan, memory_plan
 from fleetlab.inference._perf import compile_model
@@ -316,6 +316,7 @@ def simulate(
     source: str = "<requests>",
     faults: pl.DataFrame | None = None,
     on_crash: Literal["retry", "drop"] = "retry",
+    frontend: Frontend | None = None,
 ) -> SimResult:
     """Simulate an LLM serving cluster on a requests table.
 
@@ -347,6 +348,13 @@ def simulate(
         What happens to the requests on a replica when it becomes unreachable: re-sent
         to another replica at that instant (prompt and tokens so far prefilled again), or
         failed.
+    frontend : Frontend, optional
+        Put the serving frontend in front of the engine (docs/inference.md, "Request
+        frontend"): a request reaches the scheduler ``request_s`` after ``arrival_s``
+        plus its tokenization on one shared tokenizer (first come, first served), and
+        every token reaches the client ``token_out_s`` late. ``ttft_s``, ``e2e_s`` and
+        ``queueing_s`` are then measured from ``arrival_s`` at the client; ``tpot_s`` is
+        unchanged. None (default): requests arrive at the scheduler itself.
 
     Returns
     -------
@@ -411,7 +419,7 @@ def simulate(
             )
         )
     res = run_engine(
-        arrival,
+        arrival if frontend is None else arrival + frontend.request_s,
         prompt,
         output,
         pools,
@@ -422,10 +430,12 @@ def simulate(
         sample_every_s=every,
         faults=fault_acts,
         on_crash=on_crash,
+        preprocess_s=None if frontend is None else prompt * frontend.tokenize_s_per_token,
     )
 
-    ttft = res.first_token_s - arrival
-    e2e = res.finish_s - arrival
+    out_s = 0.0 if frontend is None else frontend.token_out_s
+    ttft = res.first_token_s + out_s - arrival
+    e2e = res.finish_s + out_s - arrival
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(output > 1, (res.finish_s - res.first_token_s) / (output - 1), 0.0)
     meets = (ttft <= spec.slo.ttft_s) & (tpot <= spec.slo.tpot_s)

@@ -3,10 +3,12 @@ silicon_sample.csv.
 
 Splitwise (ISCA'24) measured Llama2-70B and BLOOM-176B on DGX-A100 and DGX-H100 (TP 2/4/8):
 prompt time, per-token time and end-to-end time by prompt size and batch size. The
-operator efficiencies come from vidur's profiles (a different source); the *serving-stack*
-parameters that no operator profile contains (CPU overheads, prefill-attention efficiency,
-per-kernel cost, all-reduce latency and its growth with TP) are fitted on other rows than
-those tested (held out by model, or by GPU), so no tested row is ever fitted.
+operator efficiencies come from kernel measurements (vidur's profiles, aiconfigurator's
+attention kernels); the *serving-stack* parameters that no kernel table contains (CPU
+overheads per iteration and per sequence, the all-reduce synchronisation cost's growth with
+TP and the stack's all-reduce bandwidth) are fitted on other rows than those tested (held
+out by model, or by GPU), so no tested row is ever fitted. Rows faster than the GPUs' peak
+allows are flagged and not scored.
 
 aiconfigurator's silicon_sample.csv holds measured TTFT/TPOT of real deployments; they are
 predicted with efficiencies fitted to aiconfigurator's *kernel* tables only
@@ -22,9 +24,11 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+from scipy.interpolate import interp1d
 from scipy.optimize import least_squares
 
 from fleetlab.errors import ConfigError, DataNotFoundError, FleetlabError, InputFormatError
+from fleetlab.inference._config import Frontend
 from fleetlab.inference._kernels import calibrate_kernels
 from fleetlab.inference._perf import attention_coefficients, head_time, linear_time
 from fleetlab.inference._specs import Efficiency, GpuSpec, gpu_spec, model_spec
@@ -48,14 +52,19 @@ _SPLITWISE_COLS = (
     "e2e_time",
     "tensor_parallel",
 )
+#: the serving-stack parameters fitted on the other model's (or GPU's) rows; the
+#: kernel-level ones (``kernel_overhead_s`` and ``allreduce_latency_s`` from vidur's
+#: profiles, ``attn_prefill`` from aiconfigurator's FlashAttention kernels) stay the GPU's
+#: calibrated values, so the fit has no collinear parameters (BLOOM has TP 8 rows only)
 _STACK = (
     "iteration_overhead_s",
     "per_seq_overhead_s",
-    "attn_prefill",
-    "kernel_overhead_s",
-    "allreduce_latency_s",
     "allreduce_step_latency_s",
+    "allreduce_efficiency",
 )
+#: Splitwise's power-capped H100 table is derived, not measured: every prompt time is the
+#: H100 one times 1.3 and every token time is the H100 one (checked in the tests)
+_DERIVED_HARDWARE = ("h100-80gb-pcap",)
 
 
 def predict_static(
@@ -180,10 +189,8 @@ def _fit_stack(train: pl.DataFrame, gpus: list[str]) -> dict[str, Efficiency]:
         upd = {
             "iteration_overhead_s": float(x[0]) * 1e-3,
             "per_seq_overhead_s": float(x[1]) * 1e-6,
-            "attn_prefill": float(min(x[2], 1.0)),
-            "kernel_overhead_s": float(x[3]) * 1e-6,
-            "allreduce_latency_s": float(x[4]) * 1e-6,
-            "allreduce_step_latency_s": float(x[5]) * 1e-6,
+            "allreduce_step_latency_s": float(x[2]) * 1e-6,
+            "allreduce_efficiency": float(min(x[3], 1.0)),
         }
         return {g: e.model_copy(update=upd) for g, e in base.items()}
 
@@ -198,12 +205,81 @@ def _fit_stack(train: pl.DataFrame, gpus: list[str]) -> dict[str, Efficiency]:
 
     fit = least_squares(
         resid,
-        np.array([2.0, 15.0, 0.45, 5.0, 30.0, 0.0]),
-        bounds=([0.0, 0.0, 0.05, 0.0, 0.0, 0.0], [50.0, 2000.0, 1.0, 200.0, 1000.0, 1000.0]),
+        np.array([2.0, 15.0, 0.0, 0.5]),
+        bounds=([0.0, 0.0, 0.0, 0.01], [50.0, 2000.0, 1000.0, 1.0]),
         loss="soft_l1",
         f_scale=0.1,
     )
     return make(fit.x)
+
+
+def _plausible(df: pl.DataFrame) -> pl.DataFrame:
+    """Flag rows that no GPU could have produced for the stated work.
+
+    A prompt can never take less than its layers' GEMM FLOPs (``2 · layer params · batch ·
+    prompt``) at the GPUs' dense peak, and a decode step never less than one read of the
+    layers' weights at peak HBM bandwidth. Rows below either bound did not run the batch
+    they are labelled with (Splitwise's Llama2-70B TP 2 batch-64 rows: 4.8–9.0× faster
+    than peak, while no other row exceeds 66 % of it);
+    ``plausible`` is False for them and ``derived`` is True for the power-capped table.
+    """
+    parts = []
+    for (model, gpu, tp), part in df.group_by(
+        ["fl_model", "fl_gpu", "tensor_parallel"], maintain_order=True
+    ):
+        m, g = model_spec(str(model)), gpu_spec(str(gpu))
+        # the layers' weights only (embedding and LM head left out: a lower bound)
+        layer_params = m.active_params - m.vocab_size * m.hidden_size * (
+            1 if m.tied_embeddings else 2
+        )
+        tokens = (part["prompt_size"] * part["batch_size"]).to_numpy().astype(np.float64)
+        prompt_min_ms = 2.0 * layer_params * tokens / (g.bf16_flops * int(tp)) * 1e3
+        token_min_ms = 2.0 * layer_params / (g.hbm_bytes_per_s * int(tp)) * 1e3
+        parts.append(
+            part.with_columns(
+                prompt_bound_ms=pl.Series(prompt_min_ms),
+                plausible=(pl.col("prompt_time") >= pl.Series(prompt_min_ms))
+                & (pl.col("token_time") >= token_min_ms),
+            )
+        )
+    return pl.concat(parts).with_columns(derived=pl.col("hardware").is_in(list(_DERIVED_HARDWARE)))
+
+
+def _splitwise_sim_predict(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
+    """Splitwise's own simulator's performance model (splitwise-sim ``performance_model.py``,
+    ``DatabasePerformanceModel``): per (model, hardware, TP), the medians of prompt and
+    token time by ``batch_tokens = prompt_size · batch_size``, linearly interpolated and
+    extrapolated (``interp1d(fill_value="extrapolate")``). It is a lookup table keyed by
+    model, so it predicts nothing for a model it has no rows of; ``test`` rows of a
+    (model, hardware, TP) that ``train`` lacks get nulls."""
+    keys = ["model", "hardware", "tensor_parallel"]
+    med = (
+        train.with_columns(bt=pl.col("prompt_size") * pl.col("batch_size"))
+        .group_by([*keys, "bt"])
+        .agg(pl.col("prompt_time").median(), pl.col("token_time").median())
+        .sort("bt")
+    )
+    out = []
+    for key, part in test.group_by(keys, maintain_order=True):
+        ref = med.filter(
+            (pl.col("model") == key[0])
+            & (pl.col("hardware") == key[1])
+            & (pl.col("tensor_parallel") == key[2])
+        )
+        bt = (part["prompt_size"] * part["batch_size"]).to_numpy().astype(np.float64)
+        preds = {}
+        for col in ("prompt_time", "token_time"):
+            if ref.height >= 2:
+                f = interp1d(
+                    ref["bt"].to_numpy().astype(np.float64),
+                    ref[col].to_numpy(),
+                    fill_value="extrapolate",
+                )
+                preds[f"peer_{col}"] = pl.Series(f(bt), dtype=pl.Float64)
+            else:
+                preds[f"peer_{col}"] = pl.Series([None] * part.height, dtype=pl.Float64)
+        out.append(part.with_columns(**preds))
+    return pl.concat(out)
 
 
 def _mape(pred: pl.Expr, true: pl.Expr) -> pl.Expr:
@@ -211,18 +287,25 @@ def _mape(pred: pl.Expr, true: pl.Expr) -> pl.Expr:
 
 
 def validate_splitwise(
-    path: Path, *, holdout: Literal["model", "gpu"] = "model"
+    path: Path, *, holdout: Literal["model", "gpu"] = "model", peer: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Predict Splitwise's measured latencies with stack parameters fitted on other rows.
 
-    The serving-stack parameters no operator profile contains (``iteration_overhead_s``,
-    ``per_seq_overhead_s``, ``attn_prefill``, ``kernel_overhead_s``, and the all-reduce
-    latency ``allreduce_latency_s`` + ``allreduce_step_latency_s · log2(tp)``) are fitted
-    by least squares on log prompt and token time, never on the rows they predict:
-    ``holdout="model"`` fits each GPU's stack on the other model's rows of that GPU
-    (BLOOM → Llama2-70B and back); ``holdout="gpu"`` fits on the A100 rows to predict the
-    H100 rows (and power-capped H100 rows) and on the H100 rows to predict the A100 rows.
-    Operator efficiencies stay those calibrated from vidur's profiles.
+    The serving-stack parameters no kernel table contains (``iteration_overhead_s``,
+    ``per_seq_overhead_s``, the all-reduce synchronisation cost per doubling of the GPU
+    count ``allreduce_step_latency_s`` and the stack's all-reduce bandwidth
+    ``allreduce_efficiency``) are fitted by least squares on log prompt and token time,
+    never on the rows they predict: ``holdout="model"`` fits each GPU's stack on the other
+    model's rows of that GPU (BLOOM → Llama2-70B and back); ``holdout="gpu"`` fits on the
+    A100 rows to predict the H100 rows (and power-capped H100 rows) and on the H100 rows to
+    predict the A100 rows. GEMM, memory, per-kernel and all-reduce-latency efficiencies stay
+    those calibrated from vidur's profiles, attention those from aiconfigurator's kernels.
+
+    Rows no GPU could have produced (a prompt faster than its linear-layer FLOPs at the
+    GPUs' dense peak, or a decode step faster than one weight read at peak HBM bandwidth)
+    are neither fitted nor scored; the
+    power-capped H100 table is scored but marked ``derived`` (its prompt times are the
+    H100 ones × 1.3, its token times the H100 ones).
 
     Parameters
     ----------
@@ -230,29 +313,39 @@ def validate_splitwise(
         Splitwise ``perf_model.csv``.
     holdout : {"model", "gpu"}
         What the fitted stack parameters never see: the tested model, or the tested GPU.
+    peer : bool
+        Also score Splitwise's own simulator's performance model (interpolation of the
+        measured table by batch tokens, splitwise-sim ``performance_model.py``). It is
+        keyed by (model, hardware, TP), so under either hold-out it has no prediction;
+        it is scored leaving one ``batch_tokens`` value of its own (model, hardware, TP)
+        table out at a time (``peer_*`` columns), its most favourable out-of-sample
+        protocol.
 
     Returns
     -------
     (rows, summary) : (pl.DataFrame, pl.DataFrame)
-        Every row with its predictions (ms), and MAPE (percent) of prompt, token and
-        end-to-end time per (model, hardware, TP) plus an ``all`` row per hardware.
+        Every row with its predictions (ms) and ``plausible`` / ``derived`` flags, and
+        MAPE (percent) of prompt, token and end-to-end time per (model, hardware, TP) plus
+        an ``all`` row per hardware, over the plausible rows (``rows``;
+        ``implausible_rows`` are left out).
 
     Raises
     ------
     DataNotFoundError, InputFormatError
         Missing file or columns.
     """
-    df = _read_splitwise(Path(path)).filter(
-        (pl.col("prompt_time") > 0)
-        & (pl.col("token_time") > 0)
-        & (pl.col("prompt_size") + pl.col("token_size") <= 8192 * 2)
+    df = _plausible(
+        _read_splitwise(Path(path)).filter(
+            (pl.col("prompt_time") > 0)
+            & (pl.col("token_time") > 0)
+            & (pl.col("prompt_size") + pl.col("token_size") <= 8192 * 2)
+        )
     )
+    fit_rows = df.filter(pl.col("plausible") & ~pl.col("derived"))
     out = []
     if holdout == "gpu":
         for test_gpu, train_gpu in (("h100", "a100"), ("a100", "h100")):
-            train = df.filter(
-                (pl.col("fl_gpu") == train_gpu) & (pl.col("hardware") != "h100-80gb-pcap")
-            )
+            train = fit_rows.filter(pl.col("fl_gpu") == train_gpu)
             test = df.filter(pl.col("fl_gpu") == test_gpu)
             fitted = _fit_stack(train, [train_gpu])
             out.append(_predict(test, {test_gpu: fitted[train_gpu]}))
@@ -260,10 +353,8 @@ def validate_splitwise(
         models = df["fl_model"].unique(maintain_order=True).to_list()
         for test_model in models:
             for gpu in ("a100", "h100"):
-                train = df.filter(
-                    (pl.col("fl_model") != test_model)
-                    & (pl.col("fl_gpu") == gpu)
-                    & (pl.col("hardware") != "h100-80gb-pcap")
+                train = fit_rows.filter(
+                    (pl.col("fl_model") != test_model) & (pl.col("fl_gpu") == gpu)
                 )
                 test = df.filter((pl.col("fl_model") == test_model) & (pl.col("fl_gpu") == gpu))
                 out.append(_predict(test, _fit_stack(train, [gpu])))
@@ -275,13 +366,21 @@ def validate_splitwise(
             / (pl.col("token_time") * pl.col("token_size"))
         ).is_between(0.9, 1.1)
     )
-    e2e = rows.filter(pl.col("e2e_comparable"))
+    if peer:
+        rows = _with_peer(rows)
+    scored = rows.filter(pl.col("plausible"))
+    e2e = scored.filter(pl.col("e2e_comparable"))
     metrics = [
         _mape(pl.col("pred_prompt_time"), pl.col("prompt_time")).alias("prompt_time_mape"),
         _mape(pl.col("pred_token_time"), pl.col("token_time")).alias("token_time_mape"),
         pl.len().alias("rows"),
     ]
-    power = rows.filter(pl.col("average_power") > 0)
+    if peer:
+        metrics += [
+            _mape(pl.col("peer_prompt_time"), pl.col("prompt_time")).alias("peer_prompt_time_mape"),
+            _mape(pl.col("peer_token_time"), pl.col("token_time")).alias("peer_token_time_mape"),
+        ]
+    power = scored.filter(pl.col("average_power") > 0)
     power_m = [
         _mape(pl.col("pred_average_power"), pl.col("average_power")).alias("average_power_mape"),
         pl.len().alias("power_rows"),
@@ -290,26 +389,48 @@ def validate_splitwise(
         _mape(pl.col("pred_e2e_time"), pl.col("e2e_time")).alias("e2e_time_mape"),
         pl.len().alias("e2e_rows"),
     ]
+    bad_m = [(~pl.col("plausible")).sum().cast(pl.UInt32).alias("implausible_rows")]
     keys = ["model", "hardware", "tensor_parallel"]
     by_group = (
-        rows.group_by(keys)
+        scored.group_by(keys)
         .agg(metrics)
         .join(e2e.group_by(keys).agg(e2e_m), on=keys, how="left")
         .join(power.group_by(keys).agg(power_m), on=keys, how="left")
+        .join(rows.group_by(keys).agg(bad_m), on=keys, how="left")
         .sort(keys)
     )
     by_hw = (
-        rows.group_by("hardware")
+        scored.group_by("hardware")
         .agg(metrics)
         .join(e2e.group_by("hardware").agg(e2e_m), on="hardware", how="left")
         .join(power.group_by("hardware").agg(power_m), on="hardware", how="left")
+        .join(rows.group_by("hardware").agg(bad_m), on="hardware", how="left")
         .with_columns(
             pl.lit("all").alias("model"), pl.lit(0, dtype=pl.Int64).alias("tensor_parallel")
         )
         .select(by_group.columns)
         .sort("hardware")
     )
-    return rows, pl.concat([by_group, by_hw])
+    summary = pl.concat([by_group, by_hw]).with_columns(
+        derived=pl.col("hardware").is_in(list(_DERIVED_HARDWARE))
+    )
+    return rows, summary
+
+
+def _with_peer(rows: pl.DataFrame) -> pl.DataFrame:
+    """Splitwise-sim's predictions, one ``batch_tokens`` value of each (model, hardware,
+    TP) table left out at a time (fitted on the plausible rows of the rest)."""
+    keyed = rows.with_columns(
+        _bt=pl.col("prompt_size") * pl.col("batch_size"), _row=pl.int_range(pl.len())
+    )
+    keys = ["model", "hardware", "tensor_parallel"]
+    out = []
+    for _key, group in keyed.group_by(keys, maintain_order=True):
+        train_all = group.filter(pl.col("plausible"))
+        for bt in group["_bt"].unique().to_list():
+            test = group.filter(pl.col("_bt") == bt)
+            out.append(_splitwise_sim_predict(train_all.filter(pl.col("_bt") != bt), test))
+    return pl.concat(out).sort("_row").drop("_bt", "_row")
 
 
 #: aiconfigurator's model paths -> (catalog model, weight dtype override or None)
@@ -476,6 +597,8 @@ def _closed_loop(
     prompt_pool: int | None = None,
     seed: int = 0,
     output_tokens: np.ndarray | None = None,
+    frontend: Frontend | None = None,
+    max_running: int | None = None,
 ) -> tuple[float, float]:
     """Mean TTFT and TPOT (s) of ``concurrency`` clients in a closed loop.
 
@@ -489,7 +612,11 @@ def _closed_loop(
     included. With ``prompt_pool``, the prompts are drawn from that many distinct ones
     (shuffled, each used once per pass through the pool, from ``seed``) and the engine
     reuses the KV of a prompt it has seen (prefix caching). ``output_tokens`` (one per
-    request, ``benchmark`` only) replaces the fixed ``osl``. ``staggered``: client ``i`` starts at ``i / c`` of one request's duration
+    request, ``benchmark`` only) replaces the fixed ``osl``. With ``frontend``
+    (``benchmark`` only) each request passes the HTTP server and the one shared
+    tokenizer before the engine and every token reaches its client ``token_out_s``
+    late; TTFT is then measured at the client, from the send. ``max_running`` caps the
+    requests the engine runs at once (default: all ``concurrency``). ``staggered``: client ``i`` starts at ``i / c`` of one request's duration
     and the first wave is left out (a desynchronised steady state, solved by
     re-simulating until the send times are a fixed point).
     """
@@ -506,7 +633,7 @@ def _closed_loop(
         scheduler=scheduler,
         chunk_size=token_budget,
         max_batched_tokens=token_budget,
-        max_num_seqs=max(256, concurrency),
+        max_num_seqs=max(256, concurrency) if max_running is None else max_running,
         prefix_caching=prompt_pool is not None,
     )
     c = concurrency
@@ -534,8 +661,19 @@ def _closed_loop(
             blocks = -(-isl // _PREFIX_BLOCK_TOKENS)
             # a prompt is its entry's chain of block hashes: equal prompts share all of them
             prefixes = [[int(e) * blocks + k for k in range(blocks)] for e in entry]
+        delay = send_delay_s
+        pre = None
+        lead = 0.0
+        if frontend is not None:
+            lead = frontend.request_s
+            # the client sends its next request once the last token has reached it, and
+            # the request then spends request_s in the HTTP server before tokenization
+            delay = (0.0 if send_delay_s is None else send_delay_s) + np.full(
+                n, frontend.token_out_s + frontend.request_s
+            )
+            pre = base["prompt_tokens"].to_numpy() * frontend.tokenize_s_per_token
         eng = run_engine(
-            np.concatenate([np.zeros(c), np.full(n - c, np.inf)]),
+            np.concatenate([np.full(c, lead), np.full(n - c, np.inf)]),
             base["prompt_tokens"].to_numpy(),
             base["output_tokens"].to_numpy(),
             [cfg],
@@ -543,12 +681,19 @@ def _closed_loop(
             routers=[make_router("round_robin")],
             # request i belongs to client i mod c, whose next request is i + c
             successor=np.where(ids + c < n, ids + c, -1),
-            send_delay_s=send_delay_s,
+            send_delay_s=delay,
             prefixes=prefixes,
             sample_every_s=math.inf,
+            preprocess_s=pre,
         )
         assert eng.arrival_s is not None
-        ttft = eng.first_token_s - eng.arrival_s
+        if frontend is not None:
+            assert eng.sent_s is not None
+            # from the client's send (request_s before the tokenizer queue) to the
+            # first token reaching it
+            ttft = eng.first_token_s + frontend.token_out_s - (eng.sent_s - frontend.request_s)
+        else:
+            ttft = eng.first_token_s - eng.arrival_s
         out = base["output_tokens"].to_numpy()
         tpot = np.where(out > 1, (eng.finish_s - eng.first_token_s) / np.maximum(out - 1, 1), 0.0)
         return float(ttft.mean()), float(tpot.mean())
@@ -586,6 +731,8 @@ def validate_silicon(
     output_spread: float = 0.0,
     seed: int = 0,
     peer: bool = False,
+    frontend: Frontend | None = None,
+    slots_below_concurrency: int = 0,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Predict aiconfigurator's measured deployments (TTFT, TPOT) with no fitting on them.
 
@@ -645,6 +792,17 @@ def validate_silicon(
     peer : bool
         Also run aiconfigurator's own agg estimator offline on every row
         (:func:`aiconfigurator_predict`) and report its MAPE beside fleetlab's.
+    frontend : Frontend, optional
+        Model the serving frontend (HTTP server, one shared tokenizer, detokenizer and
+        streaming; ``Frontend()`` holds vLLM's published costs) and measure TTFT at the
+        client; None (default) measures it at the engine. ``clients="benchmark"`` only.
+    slots_below_concurrency : int
+        Diagnostic, 0 (off) by default: the engine runs at most ``batch_size -
+        slots_below_concurrency`` requests at once (at least 1), so that many clients
+        always wait for a running request to finish. aiconfigurator's generator sets the
+        engines' ``max_batch_size`` to the deployment's batch size; 1 reproduces the
+        Llama-3.1-8B TensorRT-LLM rows (docs/inference-validation.md §1b), whose TTFT
+        grows with the output length as if one request always waited for a free slot.
 
     Returns
     -------
@@ -658,7 +816,8 @@ def validate_silicon(
         aiconfigurator-core is not installed and no path was given.
     ConfigError
         ``requests_per_client`` < 2, ``send_jitter_s`` < 0, ``prompt_pool`` < 1 or
-        ``output_spread`` outside [0, 1).
+        ``output_spread`` outside [0, 1), ``slots_below_concurrency`` < 0, or
+        ``frontend`` with ``clients="staggered"``.
     """
     src = Path(path) if path is not None else silicon_sample_path()
     df = pl.read_csv(src, infer_schema_length=20000)
@@ -686,6 +845,14 @@ def validate_silicon(
         raise ConfigError(f"requests_per_client: expected >= 2, found {requests_per_client}")
     if not 0.0 <= output_spread < 1.0:
         raise ConfigError(f"output_spread: expected in [0, 1), found {output_spread}")
+    if slots_below_concurrency < 0:
+        raise ConfigError(
+            f"slots_below_concurrency: expected >= 0 requests, found {slots_below_concurrency}"
+        )
+    if frontend is not None and clients != "benchmark":
+        raise ConfigError(
+            f"frontend: modelled for clients='benchmark' only, found clients={clients!r}"
+        )
     if prompt_pool is not None and prompt_pool < 1:
         raise ConfigError(f"prompt_pool: expected >= 1 distinct prompts, found {prompt_pool}")
     rng = np.random.default_rng(seed)
@@ -721,6 +888,12 @@ def validate_silicon(
                 ),
                 prompt_pool=prompt_pool,
                 seed=seed,
+                frontend=frontend,
+                max_running=(
+                    max(1, int(r["batch_size"]) - slots_below_concurrency)
+                    if slots_below_concurrency > 0
+                    else None
+                ),
                 output_tokens=(
                     np.maximum(
                         2,
