@@ -4,7 +4,8 @@ vidur's ``mlp.csv`` holds, per model, token count and tensor-parallel degree, th
 time of every non-attention operator of one layer (``time_stats.<op>.median``, ms).
 ``all_reduce.csv`` / ``send_recv.csv`` hold collective times by message size (bytes) and
 world size. :func:`calibrate` fits the GEMM efficiency curve, the streaming (memory)
-efficiency, the per-kernel cost and the all-reduce latency/bandwidth to such files by
+efficiency, the per-kernel cost, the bandwidth fractions of the RMSNorm and of the
+SiLU-and-multiply / rotary kernels, and the all-reduce latency/bandwidth to such files by
 least squares on log time (relative error), and returns a new :class:`Efficiency`.
 """
 
@@ -25,7 +26,11 @@ __all__ = ["VIDUR_GEMM_OPS", "calibrate", "read_vidur_compute", "read_vidur_netw
 
 #: vidur operator name -> (input width, output width) as functions of the model columns
 VIDUR_GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
-_ELEMENTWISE = ("input_layernorm", "post_attention_layernorm", "add", "mlp_act")
+_ELEMENTWISE = ("input_layernorm", "post_attention_layernorm", "add", "mlp_act", "attn_rope")
+_NORMS = ("input_layernorm", "post_attention_layernorm")
+_ACT_ROPE = ("mlp_act", "attn_rope")
+#: bytes moved per output element (2-byte activations): reads + writes of each kernel
+_PASSES = {"mlp_act": 3.0}
 _MODEL_COLS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp")
 
 
@@ -107,6 +112,8 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
         .then(up)
         .when(pl.col("op") == "mlp_act")
         .then(inter)
+        .when(pl.col("op") == "attn_rope")
+        .then(q + kv)
         .otherwise(pl.col("n_embd"))
     )
     return long.with_columns(k=k.cast(pl.Float64), n=n.cast(pl.Float64)).select(
@@ -167,10 +174,28 @@ def _predict(ops: pl.DataFrame, gpu: GpuSpec, eff: Efficiency) -> np.ndarray:
     idx = np.flatnonzero(is_gemm)
     out[idx] = _gemm_vec(tokens[idx], k[idx], n[idx], gpu, eff)
     rest = np.flatnonzero(~is_gemm)
-    factor = np.where(ops["op"].to_numpy()[rest] == "mlp_act", 3.0, 2.0)
+    names = ops["op"].to_numpy()[rest]
+    factor = np.array([_PASSES.get(str(o), 2.0) for o in names])
     nbytes = tokens[rest] * n[rest] * 2.0 * factor
-    out[rest] = nbytes / (gpu.hbm_bytes_per_s * eff.memory) + eff.kernel_overhead_s
+    norm = eff.norm_efficiency if eff.norm_efficiency is not None else eff.memory
+    elem = eff.elementwise_efficiency if eff.elementwise_efficiency is not None else eff.memory
+    frac = np.where(
+        np.isin(names, _NORMS), norm, np.where(np.isin(names, _ACT_ROPE), elem, eff.memory)
+    )
+    out[rest] = nbytes / (gpu.hbm_bytes_per_s * frac) + eff.kernel_overhead_s
     return out * 1e3
+
+
+def _fit_bandwidth(sel: pl.DataFrame, gpu: GpuSpec, eff: Efficiency, field: str) -> float:
+    """Least-squares fraction of HBM bandwidth (``field`` of ``eff``) for memory-bound rows."""
+    t_ms = sel["time_ms"].to_numpy()
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        e = eff.model_copy(update={field: float(min(x[0], 1.0))})
+        return np.log(_predict(sel, gpu, e)) - np.log(t_ms)
+
+    fit = least_squares(resid, np.array([0.5]), bounds=([0.01], [1.0]))
+    return float(min(fit.x[0], 1.0))
 
 
 def _gemm_vec(t: np.ndarray, k: np.ndarray, n: np.ndarray, gpu: GpuSpec, eff: Efficiency):
@@ -199,7 +224,10 @@ def calibrate(
     -------
     (Efficiency, dict)
         The calibrated efficiencies (attention and CPU overheads keep ``gpu``'s values)
-        and fit statistics: ``gemm_mape``, ``network_mape`` (percent), row counts.
+        and fit statistics: ``gemm_mape``, ``norm_mape``, ``elementwise_mape``,
+        ``network_mape`` (percent), row counts. ``norm_efficiency`` is fitted to the
+        profiles' RMSNorm rows, ``elementwise_efficiency`` to their residual-add,
+        SiLU-and-multiply and rotary rows (rows moving at least 1 MB).
 
     Raises
     ------
@@ -208,8 +236,8 @@ def calibrate(
     """
     if not compute:
         raise DataNotFoundError("calibrate needs at least one vidur mlp.csv profile")
-    ops = pl.concat([read_vidur_compute(Path(p)) for p in compute])
-    ops = ops.filter(pl.col("op").is_in(list(VIDUR_GEMM_OPS)))
+    every = pl.concat([read_vidur_compute(Path(p)) for p in compute])
+    ops = every.filter(pl.col("op").is_in(list(VIDUR_GEMM_OPS)))
     measured = ops["time_ms"].to_numpy()
     base = gpu.efficiency
 
@@ -236,6 +264,24 @@ def calibrate(
         "compute_rows": float(ops.height),
         "gemm_mape": float(np.mean(np.abs(pred - measured) / measured) * 100),
     }
+    # memory-bound kernels: RMSNorm, and SiLU-and-multiply with rotary, each a fraction of
+    # HBM bandwidth on top of the per-kernel cost just fitted (the residual add streams at
+    # the GEMMs' ``memory`` rate: 0.9-1.0 in the same profiles). Rows of >= 16 MB only:
+    # the prefill regime, where bandwidth rather than launch cost decides.
+    elem = every.filter(
+        pl.col("op").is_in(list(_ELEMENTWISE)) & (pl.col("num_tokens") * pl.col("n") * 2 >= 16e6)
+    )
+    for field, names in (("norm_efficiency", _NORMS), ("elementwise_efficiency", _ACT_ROPE)):
+        sel = elem.filter(pl.col("op").is_in(list(names)))
+        if sel.height == 0:
+            continue
+        x = _fit_bandwidth(sel, gpu, eff, field)
+        eff = eff.model_copy(update={field: x})
+        t_ms = sel["time_ms"].to_numpy()
+        pred_e = _predict(sel, gpu, eff)
+        key = field.removesuffix("_efficiency")
+        stats[f"{key}_rows"] = float(sel.height)
+        stats[f"{key}_mape"] = float(np.mean(np.abs(pred_e - t_ms) / t_ms) * 100)
     if network is not None:
         net = read_vidur_network(Path(network)).filter(pl.col("workers") > 1)
         size = net["size_bytes"].to_numpy()

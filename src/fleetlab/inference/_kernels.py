@@ -204,6 +204,10 @@ def calibrate_kernels(
     Returns
     -------
     KernelFit
+        ``norm_efficiency`` and ``elementwise_efficiency`` are None (element-wise kernels
+        stream at the fitted ``memory`` rate): the tables have no element-wise kernels,
+        the engines they measure fuse the residual add into the RMSNorm, and the GPU's
+        built-in values describe the unfused kernels of vidur's profiles.
 
     Raises
     ------
@@ -211,7 +215,10 @@ def calibrate_kernels(
         Missing or malformed tables.
     """
     g = gpu_spec(gpu)
-    base = g.efficiency
+    # RMSNorm / SiLU / rotary bandwidths: the built-ins come from vidur's profiles of
+    # unfused kernels; the engines these tables measure fuse the residual add into the
+    # norm and have no element-wise table here, so they stream at the GEMMs' rate
+    base = g.efficiency.model_copy(update={"norm_efficiency": None, "elementwise_efficiency": None})
     stats: dict[str, float] = {}
     g.peak_flops(dtype)  # raises ConfigError where the GPU has no fp8
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from fleetlab.errors import ConfigError
 from fleetlab.inference._ep import alltoall_time, check_ep, expert_load
 from fleetlab.inference._specs import Efficiency, GpuSpec, ModelSpec
 
@@ -27,7 +28,9 @@ __all__ = [
     "compile_model",
     "gemm_time",
     "head_time",
+    "linear_ops",
     "linear_time",
+    "prefill_breakdown",
 ]
 
 _ACT_BYTES = 2.0
@@ -71,10 +74,21 @@ def gemm_time(
     return np.where(t > 0, np.maximum(compute, memory) + eff.kernel_overhead_s, 0.0)
 
 
-def _elementwise_time(nbytes: np.ndarray, gpu: GpuSpec, eff: Efficiency) -> np.ndarray:
-    return np.where(
-        nbytes > 0, nbytes / (gpu.hbm_bytes_per_s * eff.memory) + eff.kernel_overhead_s, 0.0
-    )
+def _elementwise_time(
+    nbytes: np.ndarray,
+    gpu: GpuSpec,
+    eff: Efficiency,
+    kind: Literal["norm", "elementwise", "stream"] = "stream",
+) -> np.ndarray:
+    """Seconds of one memory-bound kernel moving ``nbytes`` (reads + writes).
+
+    ``norm``: RMSNorm (``norm_efficiency``); ``elementwise``: SiLU-and-multiply and rotary
+    (``elementwise_efficiency``); ``stream``: residual add and embedding gather, which
+    stream at the GEMMs' ``memory`` rate (vidur's profiles: 0.9-1.0 of HBM for the add).
+    """
+    frac = {"norm": eff.norm_efficiency, "elementwise": eff.elementwise_efficiency}.get(kind)
+    bw = gpu.hbm_bytes_per_s * (frac if frac is not None else eff.memory)
+    return np.where(nbytes > 0, nbytes / bw + eff.kernel_overhead_s, 0.0)
 
 
 def allreduce_time(
@@ -242,7 +256,7 @@ def _tp_link(gpu: GpuSpec, tp: int) -> float:
     return gpu.intra_node_bytes_per_s if tp <= gpu.gpus_per_node else gpu.inter_node_bytes_per_s
 
 
-def linear_time(
+def linear_ops(
     model: ModelSpec,
     gpu: GpuSpec,
     tokens: np.ndarray,
@@ -252,19 +266,35 @@ def linear_time(
     dtype: Literal["bf16", "fp8"] = "bf16",
     efficiency: Efficiency | None = None,
     ep: int = 1,
-) -> np.ndarray:
-    """Seconds of every token-count-dependent operator of a forward pass, per batch size.
+) -> dict[str, np.ndarray]:
+    """Seconds of each token-count-dependent operator of a forward pass (all layers).
 
-    QKV/O projections, MLP or experts (with the expected number of distinct experts
-    touched), norms, rope, activation, residual adds, TP all-reduces (2 per layer), PP
-    send/recv and the embedding gather, for ``tokens`` tokens in the batch (vectorised).
-    With expert parallelism (``ep > 1``, MoE only) each rank runs ``1/ep`` of the touched
-    experts, each split over ``tp / ep`` ranks, and the MoE all-reduce is replaced by the
-    dispatch/combine all-to-all and an all-gather (plus an all-reduce over ``tp / ep``).
+    The parts that :func:`linear_time` adds up, by operator, so that they can be set
+    against measured kernels one by one: ``qkv``, ``o_proj``, ``mlp_up`` (gate and up)
+    and ``mlp_down`` GEMMs (``experts`` and ``router`` for MoE models), ``norms_residual``
+    (2 RMSNorms and 2 residual adds per layer), ``rope``, ``qk_norm`` (Qwen3's per-head
+    q/k RMSNorms; 0 for other models), ``activation`` (SiLU-and-multiply), ``allreduce``
+    (2 TP all-reduces per layer; with EP, the all-reduce, all-to-alls and all-gather),
+    ``pp_send`` and ``embedding`` (the gather plus, under TP, the all-reduce of the
+    vocab-parallel embedding). Every entry has the shape of ``tokens`` and is 0 where
+    tokens is 0.
+
+    Parameters
+    ----------
+    model, gpu : ModelSpec, GpuSpec
+        Architecture and accelerator.
+    tokens : ndarray
+        Tokens in the batch; vectorised.
+    tp, pp, ep : int
+        Tensor-, pipeline- and expert-parallel degrees.
+    dtype : {"bf16", "fp8"}
+        Weight/GEMM precision.
+    efficiency : Efficiency, optional
+        Overrides ``gpu.efficiency``.
 
     Returns
     -------
-    ndarray of seconds (0 where tokens is 0).
+    dict of str to ndarray of seconds.
 
     Raises
     ------
@@ -279,11 +309,12 @@ def linear_time(
     kv = max(1.0, model.num_kv_heads / tp) * dh
     inter = model.intermediate_size / tp
     t = np.asarray(tokens, dtype=np.float64)
+    zero = np.zeros_like(t)
 
     def gemm(k: float, n: float, rows: np.ndarray = t) -> np.ndarray:
         return gemm_time(rows, k, n, gpu=gpu, eff=eff, weight_bytes=wb, dtype=dtype)
 
-    layer = gemm(h, q + 2 * kv) + gemm(q, h)
+    ops: dict[str, np.ndarray] = {"qkv": gemm(h, q + 2 * kv), "o_proj": gemm(q, h)}
     act_bytes = t * h * _ACT_BYTES
     link = _tp_link(gpu, tp)
     if model.num_experts > 1:
@@ -292,39 +323,94 @@ def linear_time(
         up_e = inter_e * (2 if model.gated_mlp else 1)
         load = expert_load(t, num_experts=e, experts_per_token=k, ep=ep)
         rows = load.rows_per_expert
-        layer = layer + load.touched_experts * (gemm(h, up_e, rows) + gemm(inter_e, h, rows))
-        layer = layer + gemm(h, e)  # router
+        ops["experts"] = load.touched_experts * (gemm(h, up_e, rows) + gemm(inter_e, h, rows))
+        ops["router"] = gemm(h, e)
     else:
-        layer = layer + gemm(h, inter * (2 if model.gated_mlp else 1)) + gemm(inter, h)
-    layer = layer + 4 * _elementwise_time(2 * act_bytes, gpu, eff)  # 2 norms, 2 residual adds
-    layer = layer + _elementwise_time(t * (q + kv) * _ACT_BYTES * 2, gpu, eff)  # rope
+        ops["mlp_up"] = gemm(h, inter * (2 if model.gated_mlp else 1))
+        ops["mlp_down"] = gemm(inter, h)
+    # 2 RMSNorms and 2 residual adds per layer, each reading and writing the T x h rows
+    # once: the bytes of the 2 fused add + RMSNorm kernels serving engines run (read the
+    # input and the residual, write both); the norms at their own bandwidth fraction
+    ops["norms_residual"] = 2 * _elementwise_time(
+        2 * act_bytes, gpu, eff, "norm"
+    ) + 2 * _elementwise_time(2 * act_bytes, gpu, eff)
+    ops["rope"] = _elementwise_time(t * (q + kv) * _ACT_BYTES * 2, gpu, eff, "elementwise")
+    # Qwen3: RMSNorm over every query head and every key head (read + write), two kernels
+    ops["qk_norm"] = (
+        _elementwise_time(t * q * _ACT_BYTES * 2, gpu, eff, "norm")
+        + _elementwise_time(t * kv * _ACT_BYTES * 2, gpu, eff, "norm")
+        if model.qk_norm
+        else zero
+    )
     # activation, as without EP: a rank's routed rows (÷ ep) times its expert width (× ep)
-    layer = layer + _elementwise_time(t * inter * _ACT_BYTES * 3, gpu, eff)
+    ops["activation"] = _elementwise_time(t * inter * _ACT_BYTES * 3, gpu, eff, "elementwise")
     if ep == 1:  # attention and MLP all-reduces
-        layer = layer + 2 * allreduce_time(act_bytes, tp, link_bytes_per_s=link, eff=eff)
+        ops["allreduce"] = 2 * allreduce_time(act_bytes, tp, link_bytes_per_s=link, eff=eff)
     else:
-        layer = layer + allreduce_time(act_bytes, tp, link_bytes_per_s=link, eff=eff)
-        layer = layer + alltoall_time(
-            t,
-            hidden_size=h,
-            experts_per_token=model.experts_per_token,
-            ep=ep,
-            link_bytes_per_s=gpu.intra_node_bytes_per_s,
-            latency_s=eff.allreduce_latency_s,
-            efficiency=eff.allreduce_efficiency,
+        ops["allreduce"] = (
+            allreduce_time(act_bytes, tp, link_bytes_per_s=link, eff=eff)
+            + alltoall_time(
+                t,
+                hidden_size=h,
+                experts_per_token=model.experts_per_token,
+                ep=ep,
+                link_bytes_per_s=gpu.intra_node_bytes_per_s,
+                latency_s=eff.allreduce_latency_s,
+                efficiency=eff.allreduce_efficiency,
+            )
+            + allreduce_time(act_bytes, tp // ep, link_bytes_per_s=link, eff=eff)
         )
-        layer = layer + allreduce_time(act_bytes, tp // ep, link_bytes_per_s=link, eff=eff)
-    linear = layers * layer
+    out = {name: layers * v for name, v in ops.items()}
     if pp > 1:
-        link = (
+        pp_link = (
             gpu.intra_node_bytes_per_s
             if tp * pp <= gpu.gpus_per_node
             else (gpu.inter_node_bytes_per_s)
         )
-        send = np.where(t > 0, eff.allreduce_latency_s + act_bytes / link, 0.0)
-        linear = linear + (pp - 1) * send
-    linear = linear + _elementwise_time(act_bytes, gpu, eff)  # embedding gather
-    return np.where(t > 0, linear, 0.0)
+        send = np.where(t > 0, eff.allreduce_latency_s + act_bytes / pp_link, 0.0)
+        out["pp_send"] = (pp - 1) * send
+    else:
+        out["pp_send"] = zero
+    # embedding gather; the vocab-parallel embedding of TP engines (vLLM, SGLang,
+    # TensorRT-LLM) sums the ranks' partial rows with one more all-reduce
+    out["embedding"] = _elementwise_time(act_bytes, gpu, eff) + allreduce_time(
+        act_bytes, tp, link_bytes_per_s=link, eff=eff
+    )
+    return {name: np.where(t > 0, v, 0.0) for name, v in out.items()}
+
+
+def linear_time(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tokens: np.ndarray,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dtype: Literal["bf16", "fp8"] = "bf16",
+    efficiency: Efficiency | None = None,
+    ep: int = 1,
+) -> np.ndarray:
+    """Seconds of every token-count-dependent operator of a forward pass, per batch size.
+
+    QKV/O projections, MLP or experts (with the expected number of distinct experts
+    touched), norms, rope, Qwen3's q/k norms, activation, residual adds, TP all-reduces
+    (2 per layer), PP send/recv and the embedding gather and its TP all-reduce, for
+    ``tokens`` tokens in the batch (vectorised): the sum of :func:`linear_ops`.
+    With expert parallelism (``ep > 1``, MoE only) each rank runs ``1/ep`` of the touched
+    experts, each split over ``tp / ep`` ranks, and the MoE all-reduce is replaced by the
+    dispatch/combine all-to-all and an all-gather (plus an all-reduce over ``tp / ep``).
+
+    Returns
+    -------
+    ndarray of seconds (0 where tokens is 0).
+
+    Raises
+    ------
+    ConfigError
+        An invalid ``ep``.
+    """
+    ops = linear_ops(model, gpu, tokens, tp=tp, pp=pp, dtype=dtype, efficiency=efficiency, ep=ep)
+    return np.asarray(sum(ops.values()))
 
 
 def head_time(
@@ -348,7 +434,7 @@ def head_time(
     s = np.asarray(seqs, dtype=np.float64)
     head = gemm_time(
         s, h, model.vocab_size / tp, gpu=gpu, eff=eff, weight_bytes=wb, dtype=dtype
-    ) + _elementwise_time(s * h * _ACT_BYTES, gpu, eff)
+    ) + _elementwise_time(s * h * _ACT_BYTES, gpu, eff, "norm")
     if tp > 1:
         head = head + np.where(
             s > 0,
@@ -387,3 +473,67 @@ def attention_coefficients(
         pair_flops / (peak * eff.compute_max),
     )
     return per_pair, per_ctx
+
+
+def prefill_breakdown(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tokens: int,
+    *,
+    tp: int = 1,
+    dtype: Literal["bf16", "fp8"] = "bf16",
+    kv_dtype: Literal["bf16", "fp8"] = "bf16",
+    efficiency: Efficiency | None = None,
+) -> dict[str, float]:
+    """Seconds per operator of one lone prompt's prefill (one iteration, PP 1, no decodes).
+
+    What the compiled model charges a prompt of ``tokens`` tokens prefilled in one step,
+    split as :func:`linear_ops` plus ``attention`` (causal FlashAttention over
+    ``tokens · (tokens + 1) / 2`` query-key pairs and the attention kernels' fixed cost),
+    ``lm_head`` (logits and sampling of the last token only, as serving engines compute
+    them) and ``cpu`` (scheduler overhead per iteration and sequence). The values add up to
+    ``compile_model(...).time(tokens, pairs, 0, 1)`` with CUDA graphs off (a prefill of
+    more than ``cuda_graph_tokens`` tokens runs eagerly). Used to set the model against
+    measured kernels operator by operator (docs/inference-validation.md §1c).
+
+    Parameters
+    ----------
+    model, gpu : ModelSpec, GpuSpec
+        Architecture and accelerator.
+    tokens : int
+        Prompt length (>= 1).
+    tp : int
+        Tensor-parallel degree.
+    dtype, kv_dtype : {"bf16", "fp8"}
+        GEMM and KV-cache precision.
+    efficiency : Efficiency, optional
+        Overrides ``gpu.efficiency`` (e.g. a :func:`calibrate_kernels` fit).
+
+    Returns
+    -------
+    dict of str to float (seconds).
+
+    Raises
+    ------
+    ConfigError
+        ``tokens`` < 1.
+    """
+    if tokens < 1:
+        raise ConfigError(f"tokens: expected a prompt of >= 1 tokens, found {tokens}")
+    eff = efficiency or gpu.efficiency
+    t = np.array([float(tokens)])
+    out = {
+        name: float(v[0])
+        for name, v in linear_ops(model, gpu, t, tp=tp, dtype=dtype, efficiency=eff).items()
+    }
+    per_pair, _ = attention_coefficients(
+        model, gpu, tp=tp, dtype=dtype, kv_dtype=kv_dtype, efficiency=eff
+    )
+    pairs = tokens * (tokens + 1) / 2.0
+    out["attention"] = per_pair * pairs + model.num_layers * 2 * eff.kernel_overhead_s
+    cpu = eff.iteration_overhead_s + eff.per_seq_overhead_s
+    out["lm_head"] = (
+        float(head_time(model, gpu, np.array([1.0]), tp=tp, dtype=dtype, efficiency=eff)[0]) - cpu
+    )
+    out["cpu"] = cpu
+    return out

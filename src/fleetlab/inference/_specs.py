@@ -46,6 +46,10 @@ class ModelSpec(BaseModel):
         Mixture-of-experts layout (1 and 1 for a dense model).
     tied_embeddings : bool
         Whether the LM head shares the embedding matrix.
+    qk_norm : bool
+        RMSNorm over each query and key head before rotary (Qwen3's ``q_norm`` /
+        ``k_norm``): two more memory-bound kernels per layer and ``2 · head_dim``
+        weights.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -63,6 +67,7 @@ class ModelSpec(BaseModel):
     num_experts: int = Field(default=1, ge=1)
     experts_per_token: int = Field(default=1, ge=1)
     tied_embeddings: bool = False
+    qk_norm: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -105,6 +110,7 @@ class ModelSpec(BaseModel):
             + self.num_experts * self.expert_params
             + (self.hidden_size * self.num_experts if self.num_experts > 1 else 0)
             + 2 * self.hidden_size
+            + (2 * self.dhead if self.qk_norm else 0)
         )
         embed = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
         return self.num_layers * per_layer + embed + self.hidden_size
@@ -131,7 +137,16 @@ class Efficiency(BaseModel):
     compute_half_tokens : float
         Tokens at which GEMM efficiency reaches half of ``compute_max`` (tile/wave ramp).
     memory : float
-        Fraction of HBM bandwidth streaming kernels reach (weights, KV, activations).
+        Fraction of HBM bandwidth streaming kernels reach (GEMM weights and activations).
+    norm_efficiency : float or None
+        Fraction of HBM bandwidth the RMSNorm kernels reach (the two norms per layer,
+        Qwen3's q/k norms, the final norm); None uses ``memory``. Measured kernels run
+        far below the GEMM streaming rate (vidur's H100 and A100 profiles: 0.33-0.36 at
+        32 MB and more).
+    elementwise_efficiency : float or None
+        Fraction of HBM bandwidth the rotary-embedding and SiLU-and-multiply kernels
+        reach; None uses ``memory`` (residual adds and the embedding gather always
+        stream at ``memory``).
     attn_prefill : float
         FlashAttention prefill efficiency (fraction of peak FLOP/s).
     attn_decode : float
@@ -162,6 +177,8 @@ class Efficiency(BaseModel):
     compute_max: float = Field(default=0.72, gt=0, le=1)
     compute_half_tokens: float = Field(default=48.0, ge=0)
     memory: float = Field(default=0.80, gt=0, le=1)
+    norm_efficiency: float | None = Field(default=None, gt=0, le=1)
+    elementwise_efficiency: float | None = Field(default=None, gt=0, le=1)
     attn_prefill: float = Field(default=0.45, gt=0, le=1)
     attn_decode: float = Field(default=0.75, gt=0, le=1)
     kernel_overhead_s: float = Field(default=4e-6, ge=0)
@@ -370,6 +387,7 @@ _MODELS: tuple[ModelSpec, ...] = (
         intermediate_size=25600,
         vocab_size=151936,
         max_context=40960,
+        qk_norm=True,
     ),
     ModelSpec(
         name="bloom-176b",
@@ -389,11 +407,16 @@ _MODELS: tuple[ModelSpec, ...] = (
 #: models, TP 1-8, *_dgx all-reduce; GEMM MAPE 9.0 % (H100) and 6.6 % (A100), all-reduce
 #: MAPE 10.1 % / 11.7 %); attention efficiencies fitted by ``calibrate_kernels`` to
 #: aiconfigurator's measured vLLM FlashAttention kernels (prefill: fraction of peak FLOP/s,
-#: decode: fraction of HBM bandwidth; vidur publishes no attention profiles)
+#: decode: fraction of HBM bandwidth; vidur publishes no attention profiles). RMSNorm and
+#: SiLU-and-multiply / rotary bandwidth fractions: ``calibrate``'s fit to the same vidur
+#: profiles' rows of >= 16 MB (H100 0.40 / 0.62, MAPE 12.5 / 10.3 %; A100 0.36 / 0.49,
+#: 5.0 / 8.8 %); H200 keeps the H100 values (no H200 profiles)
 _H100_EFF = Efficiency(
     compute_max=0.756,
     compute_half_tokens=172.0,
     memory=0.96,
+    norm_efficiency=0.40,
+    elementwise_efficiency=0.62,
     attn_prefill=0.483,
     attn_decode=0.815,
     kernel_overhead_s=6.5e-6,
@@ -405,6 +428,8 @@ _A100_EFF = Efficiency(
     compute_max=0.741,
     compute_half_tokens=82.0,
     memory=0.81,
+    norm_efficiency=0.36,
+    elementwise_efficiency=0.49,
     attn_prefill=0.452,
     attn_decode=0.635,
     kernel_overhead_s=6.8e-6,
