@@ -279,3 +279,57 @@ def test_copula_is_calibrated_to_rank_correlations_of_discrete_fields() -> None:
     row = compare(real, synthetic).table.filter(pl.col("field") == "cores~gpus").row(0, named=True)
     assert row["real"] < -0.5
     assert row["distance"] < 0.03
+
+
+def test_min_data_rule_numbers() -> None:
+    from fleetlab.workload._compare import min_data_count
+
+    # 16 / (pi threshold^2): chance differences of two realizations at half the threshold
+    assert min_data_count(0.10) == 510 and min_data_count(0.15) == 227
+
+
+def _arrival_rows(real: pl.DataFrame, synth: pl.DataFrame, **kw: object) -> dict[str, dict]:
+    from fleetlab.workload import Thresholds
+
+    th = Thresholds(**kw)  # type: ignore[arg-type]
+    table = compare(real, synth, thresholds=th).table.filter(pl.col("field") == "")
+    return {r["statistic"]: r for r in table.to_dicts()}
+
+
+def test_too_little_data_is_skipped_with_the_reason_not_failed() -> None:
+    # 200 Poisson events in 20 minutes: 33 events per rate bin, 20 one-minute ACF windows
+    small = gamma_renewal_requests(200, rate=1 / 6, cv=1.0, seed=21)
+    model, _ = fit(small, seed=0)
+    rows = _arrival_rows(small, model.sample(seed=1))
+    for stat, what in (("rate_curve", "real events per bin"), ("acf_counts", "real windows")):
+        assert rows[stat]["verdict"] == "skipped", rows[stat]
+        assert "too little real data to judge" in rows[stat]["note"] and what in rows[stat]["note"]
+        assert rows[stat]["distance"] is not None  # still reported
+    # counts and CVs are judged at any size; IDC has windows that fit 30 times
+    for stat in ("event_count", "iat_cv", "renewal_cv", "idc"):
+        assert rows[stat]["verdict"] in ("pass", "fail"), rows[stat]
+    # the rule can be switched off: then the same rows are judged
+    off = _arrival_rows(small, model.sample(seed=1), min_data="off")
+    assert off["rate_curve"]["verdict"] in ("pass", "fail")
+    assert off["acf_counts"]["verdict"] in ("pass", "fail")
+    assert off["rate_curve"]["distance"] == rows["rate_curve"]["distance"]
+
+
+def test_enough_data_is_judged() -> None:
+    # 8,000 events at 4/s over ~2,000 s: rate bins of >= 510 events, >= 227 ACF windows
+    big = gamma_renewal_requests(8000, rate=4.0, cv=1.0, seed=22)
+    model, _ = fit(big, seed=0)
+    rows = _arrival_rows(big, model.sample(seed=1))
+    for stat in ("event_count", "rate_curve", "iat_cv", "renewal_cv", "acf_counts", "idc"):
+        assert rows[stat]["verdict"] == "pass", rows[stat]
+        assert "too little" not in (rows[stat]["note"] or "")
+
+
+def test_idc_without_a_window_that_fits_30_times_is_skipped() -> None:
+    # 2 s of events: even 0.1 s windows fit only 20 times
+    tiny = gamma_renewal_requests(40, rate=20.0, cv=1.0, seed=23)
+    assert float(tiny["arrival_s"].max()) < 3.0
+    rows = _arrival_rows(tiny, tiny)
+    assert rows["idc"]["verdict"] == "skipped" and "fits 30 times" in rows["idc"]["note"]
+    longer = gamma_renewal_requests(400, rate=20.0, cv=1.0, seed=23)
+    assert _arrival_rows(longer, longer)["idc"]["verdict"] == "pass"

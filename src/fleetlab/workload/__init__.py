@@ -13,6 +13,8 @@ from fleetlab.workload._fit import FitOptions, fit
 from fleetlab.workload._model import (
     SCHEMA_VERSION,
     Arrival,
+    Band,
+    Cluster,
     Copula,
     Entity,
     Marginal,
@@ -37,7 +39,9 @@ from fleetlab.workload._usage import usage_vms
 __all__ = [
     "SCHEMA_VERSION",
     "Arrival",
+    "Band",
     "Characterization",
+    "Cluster",
     "Comparison",
     "Copula",
     "Entity",

@@ -17,6 +17,7 @@ from fleetlab.errors import ConfigError, DataNotFoundError
 from fleetlab.workload._fit import FitOptions, choose_period, fit_rate_curve, operational_time
 from fleetlab.workload._stats import (
     BIN_CANDIDATES_S,
+    IDC_WINDOWS_S,
     acf,
     counts,
     cv,
@@ -72,6 +73,39 @@ class Thresholds(BaseModel):
     error_rate: float = Field(0.01, gt=0)
     share_abs: float = Field(0.10, gt=0)
     class_tv: float = Field(0.15, gt=0)
+    min_data: Literal["noise", "off"] = Field(
+        "noise",
+        description="skip arrival rows whose real trace is too small to judge them"
+        " (noise: the rule of min_data_count), or judge every row (off)",
+    )
+
+
+def min_data_count(threshold: float) -> int:
+    """Events, gaps, windows or events per bin an arrival statistic needs to be judged.
+
+    Two independent realizations of one process differ by chance: for a quantity
+    estimated from ``m`` roughly independent Poisson-like counts (or gaps, or ACF
+    windows), the relative difference is about normal with sd ``2 / sqrt(m)``, so its
+    mean absolute value is ``2 / sqrt(pi m)`` (a Poisson count of ``m``: relative sd
+    ``sqrt(1 / m)`` each; an ACF from ``m`` windows: sd ``1 / sqrt(m)`` per lag; the CV
+    of ``m`` exponential gaps: sd about ``1 / sqrt(m)``). A row is judged when that
+    chance difference is at most half its threshold: ``m >= 16 / (pi threshold^2)``,
+    510 at 0.10 (real events per rate-curve bin), 227 at 0.15 (ACF windows). It
+    depends only on the real trace's size (and the threshold).
+    """
+    return math.ceil(16.0 / (math.pi * threshold**2))
+
+
+def _data_verdict(
+    verdict: Verdict, have: float, need: int, what: str, th: Thresholds
+) -> tuple[Verdict, str]:
+    """``skipped`` with the reason when ``have < need`` (and the rule is on), else as is."""
+    if th.min_data == "off" or have >= need:
+        return verdict, ""
+    return "skipped", (
+        f"too little real data to judge: {have:.0f} {what} < {need} (two realizations of one"
+        " process differ by chance by more than half the threshold)"
+    )
 
 
 def load_thresholds(path: str | os.PathLike[str]) -> Thresholds:
@@ -377,6 +411,14 @@ def _arrival_rows(
     mean = float(cr.mean())
     err = float(np.mean(np.abs(cs - cr)) / mean) if mean > 0 else math.nan
     folded = " folded by one day" if span < horizon else ""
+    per_bin = float(np.count_nonzero(tr < horizon)) / nb  # real events per bin, all cycles
+    verdict, why = _data_verdict(
+        _judge(err, th.rate_curve),
+        per_bin,
+        min_data_count(th.rate_curve),
+        "real events per bin",
+        th,
+    )
     rows.append(
         _row(
             "rate_curve",
@@ -385,8 +427,8 @@ def _arrival_rows(
             float(cs.mean()) / width,
             err,
             th.rate_curve,
-            _judge(err, th.rate_curve),
-            f"{nb} bins of {width:g} s{folded}",
+            verdict,
+            f"{nb} bins of {width:g} s{folded}" + (f"; {why}" if why else ""),
         )
     )
     curves["rate_curve"] = pl.DataFrame(
@@ -444,6 +486,13 @@ def _arrival_rows(
     if lags >= 2:
         ar, as_ = acf(kr, lags), acf(ks_, lags)
         dist = float(np.nanmean(np.abs(ar[1:] - as_[1:])))
+        acf_verdict, why = _data_verdict(
+            _judge(dist, th.acf) if scale == 1.0 else "info",
+            kr.size,
+            min_data_count(th.acf),
+            f"real windows of {fine:g} s",
+            th,
+        )
         rows.append(
             _row(
                 "acf_counts",
@@ -452,8 +501,9 @@ def _arrival_rows(
                 float(as_[1]),
                 dist,
                 th.acf,
-                _judge(dist, th.acf) if scale == 1.0 else "info",
+                acf_verdict,
                 f"lags 1..{lags} of {fine:g} s counts; real/synth show lag 1"
+                + (f"; {why}" if why else "")
                 + (
                     ""
                     if scale == 1.0
@@ -485,6 +535,21 @@ def _arrival_rows(
         )
         curves["idc"] = pl.DataFrame(
             {"window_s": common, "real": [ir[w] for w in common], "synth": [is_[w] for w in common]}
+        )
+    else:
+        rows.append(
+            _row(
+                "idc",
+                None,
+                None,
+                None,
+                None,
+                th.idc_log,
+                "skipped",
+                "too little real data to judge: no window size of "
+                + ", ".join(f"{w:g}s" for w in IDC_WINDOWS_S)
+                + " fits 30 times in both traces with events in each",
+            )
         )
 
 

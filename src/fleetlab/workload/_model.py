@@ -178,6 +178,47 @@ class Mmpp(_Frozen):
         return self
 
 
+class Band(_Frozen):
+    """One rate-level band of a level-dependent renewal (see :class:`Arrival`).
+
+    A rate-curve bin belongs to the band when its rate (``levels x trend``, unscaled,
+    arrival instants per s) is below ``upper`` and at or above the previous band's
+    ``upper`` (the top band has ``upper`` None). The band's arrival instants form their
+    own renewal process in *band-local* operational time (the expected events of the
+    band's bins laid end to end, skipping the other bands): unit-mean gaps ``renewal``
+    (Gamma or empirical, as the pooled one) divided by ``factor``, the band's instants
+    per expected instant (the curve's calibration in that band: Alibaba GPU 2025 DLRM
+    has 1.7x the curve's events in its quietest quarter, 0.8x in its busiest).
+    """
+
+    upper: float | None = Field(
+        None, ge=0, description="rate (instants/s) below which a bin is in this band"
+    )
+    factor: float = Field(gt=0, description="instants per expected instant in the band")
+    renewal: Renewal
+    events: int = Field(0, ge=0, description="arrival instants of the trace in the band")
+
+
+class Cluster(_Frozen):
+    """Events fanned out in clusters: a Neyman-Scott-style process (see :class:`Arrival`).
+
+    Cluster *instants* form a renewal process (``renewal``: unit-mean gaps in the
+    operational time of the arrival's rate curve divided by the mean of ``sizes``);
+    each instant brings ``sizes`` events (an integer marginal >= 1), the first at the
+    instant and each next one ``spread`` seconds after the one before. Invocations
+    fanned out by one trigger (the Azure Functions 2021 sample: 114 of its 198 gaps are
+    under 0.1 s and come in runs, which a renewal's independent gaps cannot give).
+    ``scale`` multiplies the instants; sizes and spread are kept.
+    """
+
+    sizes: Marginal
+    spread: Marginal
+    renewal: Renewal
+    threshold: float = Field(
+        gt=0, description="operational-time gap (unit mean) under which events were joined"
+    )
+
+
 class Arrival(_Frozen):
     """Arrival process: rate curve times renewal burstiness (times batch sizes).
 
@@ -194,6 +235,16 @@ class Arrival(_Frozen):
 
     ``process``: ``renewal`` (the default) or ``mmpp`` (the :class:`Mmpp` replaces the
     renewal in operational time; the renewal is still stored, for reports).
+
+    ``cluster``: a cluster process (:class:`Cluster`, Neyman-Scott style) replaces the
+    renewal for synthesis: ``rate`` and ``renewal`` still describe the events (the
+    renewal is kept for reports), the cluster's instants follow ``rate`` divided by the
+    mean cluster size. None: no clusters.
+
+    ``bands``: a rate-level-dependent renewal (2..4 :class:`Band` by ascending rate;
+    ``process`` must be ``renewal``): each band of rate-curve bins has its own gap
+    distribution and intensity factor, for traces that are burstier in their busy hours
+    than in their quiet ones (see docs/workload.md). None: one renewal for all bins.
     """
 
     rate: RateCurve
@@ -204,11 +255,34 @@ class Arrival(_Frozen):
         "renewal", description="which burstiness component synthesis uses"
     )
     mmpp: Mmpp | None = None
+    bands: list[Band] | None = Field(
+        None, description="rate-level bands with their own renewal (None: one renewal)"
+    )
+    cluster: Cluster | None = Field(
+        None, description="events fanned out in clusters of short gaps (None: no clusters)"
+    )
 
     @model_validator(mode="after")
     def _process(self) -> Arrival:
         if self.process == "mmpp" and self.mmpp is None:
             raise ValueError("process 'mmpp' needs the mmpp parameters")
+        if self.cluster is not None and (
+            self.batch is not None or self.bands is not None or self.process != "renewal"
+        ):
+            raise ValueError(
+                "cluster excludes batch, bands and process 'mmpp' (it is their alternative)"
+            )
+        if self.bands is not None:
+            if self.process != "renewal":
+                raise ValueError("bands need process 'renewal' (found 'mmpp')")
+            if not 2 <= len(self.bands) <= 4:
+                raise ValueError(f"bands must be 2..4 bands (found {len(self.bands)})")
+            uppers = [b.upper for b in self.bands]
+            if uppers[-1] is not None or any(u is None for u in uppers[:-1]):
+                raise ValueError("every band but the last needs 'upper'; the last has none")
+            inner = [float(u) for u in uppers[:-1] if u is not None]
+            if sorted(set(inner)) != inner:
+                raise ValueError(f"band 'upper' rates must increase (found {inner})")
         return self
 
 
@@ -272,7 +346,10 @@ class SpanNode(_Frozen):
     duration follows its parent's, the better of two on the source (simulated, by KS):
     ``copula``: its own marginal with a normal score correlated ``parent_corr`` with
     the parent's (a Gaussian copula along the tree edge); ``ratio``: the ``ratio``
-    marginal of its duration over its parent's. ``offset``: where it starts within the parent's slack
+    marginal of its duration over its parent's; ``binned``: its own marginal, with a
+    score drawn from ``binned``, the quantiles of its score among the source's
+    children whose parent's score fell in the same equal-probability bin (a binned
+    empirical copula: a bimodal child keeps each mode with the parents it had). ``offset``: where it starts within the parent's slack
     (parent duration minus its own; 0: with the parent, 1: ending with it), empirical
     in [0, 1] (both None for spans only seen as roots); ``error_rate``: the share of
     its spans with status ``error``; ``n``: spans it was fitted on. ``variants``:
@@ -280,24 +357,61 @@ class SpanNode(_Frozen):
     different sizes (in DeathStarBench's compose-review, whichever upload finishes last
     stores the review, so its span is long in those traces only); synthesis uses the
     variant of the template node's subtree size when there is one.
+
+    ``placement``: ``nested`` (a child lies inside its parent's window, at ``offset``)
+    or ``free``, for a label whose spans often leave their parent's window in the
+    source (clock skew between hosts, asynchronous work): the child starts ``lead_us``
+    after its parent's start (negative: before it) and keeps its own drawn duration,
+    so it may end after its parent. ``overhang_share`` and ``early_share``: the share
+    of its spans that end after their parent's end / start before their parent's
+    start in the source (what ``free`` reproduces; both 0 for nested sources).
     """
 
     duration_us: Marginal
-    coupling: Literal["copula", "ratio"] | None = Field(
+    coupling: Literal["copula", "ratio", "binned"] | None = Field(
         None, description="how a child's duration follows its parent's (None: only a root)"
     )
     parent_corr: float | None = Field(None, ge=-1.0, le=1.0)
     ratio: Marginal | None = Field(
         None, description="ratio coupling: the child's duration over its parent's, in [0, 1]"
     )
+    binned: list[list[float]] | None = Field(
+        None,
+        description="binned coupling: per equal-probability bin of the parent's duration "
+        "score, evenly spaced quantiles of the child's score",
+    )
     offset: Marginal | None = None
     error_rate: float = Field(0.0, ge=0.0, le=1.0)
     n: int = Field(0, ge=0)
+    placement: Literal["nested", "free"] = Field(
+        "nested", description="nested: inside the parent's window; free: start at lead_us"
+    )
+    lead_us: Marginal | None = Field(
+        None, description="free placement: start minus the parent's start, microseconds"
+    )
+    overhang_share: float = Field(0.0, ge=0.0, le=1.0)
+    early_share: float = Field(0.0, ge=0.0, le=1.0)
     variants: dict[str, SpanNode] = Field(
         default_factory=dict,
         description="by subtree size (spans under and including it): the node where that size "
         "was seen in >= 30 spans and the label heads subtrees of several sizes",
     )
+
+    @model_validator(mode="after")
+    def _placement(self) -> SpanNode:
+        if self.placement == "free" and self.lead_us is None:
+            raise ValueError("placement 'free' needs lead_us (the start after the parent's)")
+        if self.coupling == "binned" and (
+            not self.binned
+            or len({len(r) for r in self.binned}) != 1
+            or len(self.binned[0]) < 2
+            or any(list(r) != sorted(r) for r in self.binned)
+        ):
+            raise ValueError(
+                "coupling 'binned' needs binned: one non-decreasing list of >= 2 quantiles "
+                "per parent bin, all of one length"
+            )
+        return self
 
 
 class TraceTemplate(_Frozen):
@@ -382,10 +496,13 @@ class UsageClass(_Frozen):
     their samples) plus Gaussian noise with ``bandwidth^2 x level_cov``, shrunk towards
     ``level_mean`` by ``sqrt(1 + bandwidth^2)`` so the spread stays; without points,
     from the Gaussian ``level_mean``, ``level_cov`` alone. ``level_names`` are (``mu``,
-    ``log_sd``, ``amp`` and, per optional column ``cpu_max`` / ``cpu_min``,
-    ``log_gap.COL`` and ``log_gap_cv.COL``: the log of the mean and of the CV of a VM's
+    ``log_sd``, ``amp``, optionally ``slow_share``: the VM's own share of the slow AR(1),
+    which then replaces the class's, and, per optional column ``cpu_max`` / ``cpu_min``,
+    ``log_gap.COL`` and ``log_gap_cv.COL``: the log of the scale and of the CV of a VM's
     gap ``|logit(COL) - logit(cpu_avg)|``, drawn lognormal), i.e. the level marginals with their
-    dependence. ``daily`` is the class's mean time-of-day profile (one value per sample
+    dependence. ``mu``, ``log_sd`` and the gap scale are calibrated at fit time so that
+    the model reproduces each source VM's mean CPU, P95 and mean ``COL`` in CPU space
+    (not the mean logit: the logit is not linear). ``daily`` is the class's mean time-of-day profile (one value per sample
     interval of a day, logit units around 0) and ``weekly`` one offset per day of the
     week (traces of 14+ days). ``gap_corr``: per optional column, the correlation of a
     sample's log gap with its residual ``r_t / sd`` (spikes widen the avg-max gap).
@@ -596,6 +713,10 @@ def save_model(
     for key in ("traces", "usage", "clients"):
         if data.get(key) is None:
             data.pop(key, None)
+    if isinstance(data.get("arrival"), dict) and data["arrival"].get("bands") is None:
+        data["arrival"].pop("bands", None)  # one renewal: readable by versions before bands
+    if isinstance(data.get("arrival"), dict) and data["arrival"].get("cluster") is None:
+        data["arrival"].pop("cluster", None)  # no clusters: readable by versions before them
     if isinstance(data.get("entity"), dict):
         for key in ("endpoints", "pairs", "ports"):
             if data["entity"].get(key) is None:

@@ -9,7 +9,9 @@ the most frequent forms are kept as templates with their shares; every
 after its parent's start as a fraction of the parent's duration, and an error rate.
 
 Synthesis draws a template per trace arrival, a duration and an offset per node, and
-fits every child into its parent's time window (see :func:`span_chunks`).
+fits every child into its parent's time window (see :func:`span_chunks`), except the
+children of labels that leave their parent's window in the source (clock skew,
+asynchronous work: ``free`` placement), which keep their own start and duration.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -41,6 +43,13 @@ OFFSET_KNOTS = 21
 MAX_DISCRETE = 16
 MIN_VARIANT = 30
 """Spans of one label and subtree size needed for their own variant of the node."""
+FREE_SHARE = 0.05
+"""Share of a label's spans outside their parent's window that makes its placement free."""
+BINNED_BINS = 8
+BINNED_KNOTS = 11
+BINNED_MIN = 200
+"""Children needed for the binned coupling (25 per parent-score bin)."""
+BINNED_MARGIN = 0.01
 
 Key = tuple[str, tuple[Any, ...]]
 
@@ -52,9 +61,11 @@ class Forest:
     ``spans`` has one row per span (trace index ``_trace``, ``label``, ``start_us``,
     ``duration_us``, ``error``, ``sub``: the spans in its subtree, ``z``: the normal
     score of the duration among the spans of its label and subtree size; on children ``z_parent``, the parent's, ``parent_us``, the parent's
-    duration, and ``offset``, where the child
+    duration, ``offset``, where the child
     starts within the parent's slack (parent duration minus its own), clipped to
-    [0, 1]; null on roots); ``keys[i]`` is the canonical form of
+    [0, 1], ``lead_us``, its start minus the parent's (not clipped), and ``over`` /
+    ``early`` (1.0 or 0.0): it ends after its parent's end / starts before its
+    parent's start; null on roots); ``keys[i]`` is the canonical form of
     trace ``i``'s tree, ``size``/``depth`` its span count and depth (root = 1),
     ``root_start_us`` its root's start.
     """
@@ -162,6 +173,7 @@ def forest(df: pl.DataFrame) -> Forest:
     with np.errstate(divide="ignore", invalid="ignore"):
         slack = pdur - dur
         offset = np.clip(np.where(slack > 0, (start - pstart) / slack, 0.0), 0.0, 1.0)
+    lead = start - pstart
     spans = pl.DataFrame(
         {
             "_trace": trace_codes,
@@ -172,6 +184,9 @@ def forest(df: pl.DataFrame) -> Forest:
             "error": s["error"],
             "offset": np.where(has, offset, np.nan),
             "parent_us": np.where(has, pdur, np.nan),
+            "lead_us": np.where(has, lead, np.nan),
+            "over": np.where(has, (lead + dur > pdur).astype(np.float64), np.nan),
+            "early": np.where(has, (lead < 0).astype(np.float64), np.nan),
         },
         nan_to_null=True,
     )
@@ -305,6 +320,11 @@ def fit_shapes(df: pl.DataFrame, *, options: FitOptions, seed: int = 0) -> Trace
         pl.corr("z", "z_parent").alias("rho"),
         pl.col("error").mean().alias("error_rate"),
         pl.len().alias("n"),
+        pl.col("lead_us").drop_nulls(),
+        pl.col("over").mean().alias("over_share"),
+        pl.col("early").mean().alias("early_share"),
+        pl.max_horizontal("over", "early").mean().alias("outside_share"),
+        pl.col("z").filter(pl.col("z_parent").is_not_null()).alias("z_child"),
     ]
     pooled = f.spans.group_by("label").agg(*aggs).sort("label")
     nodes = {row["label"]: _node(row, rng) for row in pooled.iter_rows(named=True)}
@@ -351,14 +371,33 @@ def fit_shapes(df: pl.DataFrame, *, options: FitOptions, seed: int = 0) -> Trace
 
 
 def _node(row: dict[str, Any], rng: np.random.Generator) -> SpanNode:
-    """A :class:`SpanNode` from one group of spans (durations, offsets, parents' values)."""
+    """A :class:`SpanNode` from one group of spans (durations, offsets, parents' values).
+
+    A child label whose spans leave their parent's window (start before it or end
+    after it) in at least ``FREE_SHARE`` of the cases gets the ``free`` placement:
+    its start after the parent's start (``lead_us``, empirical) and its own duration
+    (the ``copula`` coupling: a ``ratio`` of the parent's would nest it again).
+    """
     d = np.asarray(row["duration_us"], dtype=np.float64)
     o = np.asarray(row["offset"], dtype=np.float64)
     rho = row["rho"]
     rho = float(f"{rho:.4g}") if rho is not None and np.isfinite(rho) else None
     dm = _compact(d, n_knots=DURATION_KNOTS, integer=True)
-    ratio, coupling = _coupling(row, dm, rho, rng)
+    over = float(row["over_share"] or 0.0)
+    early = float(row["early_share"] or 0.0)
+    lead = np.asarray(row["lead_us"], dtype=np.float64)
+    free = bool(lead.size) and float(row["outside_share"] or 0.0) >= FREE_SHARE
+    ratio: Marginal | None = None
+    coupling: Literal["copula", "ratio", "binned"] | None = "copula"
+    binned: list[list[float]] | None = None
+    if not free:
+        ratio, coupling, binned = _coupling(row, dm, rho, rng)
     return SpanNode(
+        placement="free" if free else "nested",
+        lead_us=_compact(lead, n_knots=DURATION_KNOTS, integer=True) if free else None,
+        overhang_share=float(f"{over:.4g}"),
+        early_share=float(f"{early:.4g}"),
+        binned=binned,
         duration_us=dm,
         coupling=coupling,
         parent_corr=rho,
@@ -373,22 +412,29 @@ def _node(row: dict[str, Any], rng: np.random.Generator) -> SpanNode:
 
 def _coupling(
     row: dict[str, Any], dm: Marginal, rho: float | None, rng: np.random.Generator
-) -> tuple[Marginal | None, str | None]:
-    """How a child's duration follows its parent's: ``copula`` or ``ratio``, the better one.
+) -> tuple[Marginal | None, Literal["copula", "ratio", "binned"] | None, list[list[float]] | None]:
+    """How a child's duration follows its parent's: ``copula``, ``ratio`` or ``binned``.
 
-    Both are simulated on the real parents' durations and scores: ``copula`` draws
+    All are simulated on the real parents' durations and scores: ``copula`` draws
     the child's own marginal with a score correlated ``rho`` with the parent's (cut
     at the parent's duration); ``ratio`` draws the child's duration over its parent's
-    from their empirical distribution. The one whose simulated child durations have
-    the smaller KS distance to the real ones wins (a client span and the server span
-    it calls: ``ratio``; independent calls of a long request: ``copula``).
+    from their empirical distribution; ``binned`` (children with >= ``BINNED_MIN``
+    spans) draws the child's score from its empirical distribution among the
+    children whose parent's score fell in the same of ``BINNED_BINS`` equal-probability
+    bins (a binned empirical copula: a bimodal child, a cache hit or miss that shows
+    in the parent too, keeps its modes with the right parents, where the Gaussian
+    copula put long children under short parents). The one whose simulated child
+    durations have the smallest KS distance to the real ones wins (a client span and
+    the server span it calls: ``ratio``; independent calls of a long request:
+    ``copula``); ``binned`` must win by ``BINNED_MARGIN``, so the simpler couplings
+    stay where they do as well.
     """
     from fleetlab.workload._stats import ks_two_sample
 
     pd = np.asarray(row["parent_us"], dtype=np.float64)
     zp = np.asarray(row["z_parent"], dtype=np.float64)
     if pd.size == 0 or pd.size != zp.size:
-        return None, None
+        return None, None, None
     d = np.asarray(row["duration_us"], dtype=np.float64)
     child = d[-pd.size :] if d.size != pd.size else d
     r = np.clip(np.where(pd > 0, child / np.maximum(pd, 1.0), 1.0), 0.0, 1.0)
@@ -402,7 +448,51 @@ def _coupling(
         sims_b.append(np.minimum(draw(dm, zc), pd))
     ks_a = ks_two_sample(child, np.concatenate(sims_a))
     ks_b = ks_two_sample(child, np.concatenate(sims_b))
-    return (rm, "ratio") if ks_a < ks_b else (None, "copula")
+    zc_real = np.asarray(row.get("z_child") or [], dtype=np.float64)
+    if zc_real.size == pd.size and pd.size >= BINNED_MIN:
+        table = _binned_table(zp, zc_real)
+        sims_c = [np.minimum(draw(dm, binned_scores(table, zp, e[k])), pd) for k in range(2)]
+        ks_c = ks_two_sample(child, np.concatenate(sims_c))
+        if ks_c < min(ks_a, ks_b) - BINNED_MARGIN:
+            return None, "binned", table
+    return (rm, "ratio", None) if ks_a < ks_b else (None, "copula", None)
+
+
+def _binned_table(z_parent: np.ndarray, z_child: np.ndarray) -> list[list[float]]:
+    """Per equal-probability bin of the parent's score, ``BINNED_KNOTS`` quantiles of the child's."""
+    b = _bin_of(z_parent, BINNED_BINS)
+    probs = np.linspace(0.0, 1.0, BINNED_KNOTS)
+    out = []
+    for i in range(BINNED_BINS):
+        zc = z_child[b == i]
+        q = np.quantile(zc, probs) if zc.size else np.quantile(z_child, probs)
+        out.append([float(f"{x:.4g}") for x in np.maximum.accumulate(q)])
+    return out
+
+
+def _bin_of(z_parent: np.ndarray, bins: int) -> np.ndarray:
+    """The equal-probability bin (0 .. ``bins - 1``) of each standard-normal parent score."""
+    edges = ndtri(np.arange(1, bins) / bins)
+    return np.searchsorted(edges, z_parent, side="right")
+
+
+def binned_scores(
+    table: list[list[float]] | np.ndarray, z_parent: np.ndarray, e: np.ndarray
+) -> np.ndarray:
+    """Child scores of the ``binned`` coupling: the parent bin's quantile function at ``Phi(e)``.
+
+    ``table`` has one row of evenly spaced quantiles per equal-probability bin of the
+    parent's score (:attr:`SpanNode.binned`); linear between the quantiles.
+    """
+    q = np.asarray(table, dtype=np.float64)
+    k = q.shape[1]
+    pos = ndtr(e) * (k - 1)
+    i = np.minimum(pos.astype(np.intp), k - 2)
+    frac = pos - i
+    rows = q[_bin_of(z_parent, q.shape[0])]
+    lo = np.take_along_axis(rows, i[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(rows, i[:, None] + 1, axis=1)[:, 0]
+    return lo + frac * (hi - lo)
 
 
 def _as_list(tree: Any) -> list[Any]:
@@ -430,6 +520,10 @@ class _Compiled:
     error: np.ndarray
     rho: np.ndarray
     ratio: list[tuple[Marginal, tuple[np.ndarray, np.ndarray]] | None]
+    lead: list[tuple[Marginal, tuple[np.ndarray, np.ndarray]] | None]
+    binned: list[np.ndarray | None]
+    overhang: np.ndarray
+    early: np.ndarray
 
 
 def _compile(shapes: TraceShapes) -> _Compiled:
@@ -480,6 +574,20 @@ def _compile(shapes: TraceShapes) -> _Compiled:
         ],
         offset=[(n.offset, knots(n.offset)) if n.offset is not None else None for n in nodes],
         error=np.asarray([n.error_rate for n in nodes]),
+        overhang=np.asarray([n.overhang_share for n in nodes]),
+        early=np.asarray([n.early_share for n in nodes]),
+        binned=[
+            np.asarray(n.binned, dtype=np.float64)
+            if n.coupling == "binned" and n.binned is not None
+            else None
+            for n in nodes
+        ],
+        lead=[
+            (n.lead_us, knots(n.lead_us))
+            if n.placement == "free" and n.lead_us is not None
+            else None
+            for n in nodes
+        ],
     )
 
 
@@ -498,13 +606,19 @@ def span_chunks(
     offset (``span.offset``) and an error draw (``span.error``), in trace order, so
     the output does not depend on the chunk size. A child's score is coupled to its
     parent's (``z = rho z_parent + sqrt(1 - rho^2) e``, a Gaussian copula along the
-    tree edge), or, for nodes fitted with the ``ratio`` coupling, its duration is a
-    drawn share of its parent's. A child drawn longer than its parent swaps durations with it (the
+    tree edge), or drawn from its parent's bin (``binned``), or, for nodes fitted
+    with the ``ratio`` coupling, its duration is a
+    drawn share of its parent's. A nested child drawn longer than its parent swaps durations with it (the
     parent, cut at its own parent's end, takes the longer one: client and server
     spans of one call have nearly the same duration, and cutting the child instead
     shifted every such chain down), and it starts at ``parent start + offset x
-    (parent duration - its duration)``: it always lies inside its parent's window,
-    and a slow trace is slow all the way down.
+    (parent duration - its duration)``: it lies inside its parent's window,
+    and a slow trace is slow all the way down. A ``free`` child keeps its drawn
+    duration and starts at ``parent start + lead`` (the offset score drawn through
+    ``lead_us``); the longest ``overhang_share`` of its spans (by duration score) are
+    moved, if needed, to end after the parent's end, the others to end by it, by an
+    early start only when the source's ``early_share`` is >= 0.5 (else it stays and
+    overhangs). No span starts before time 0.
     """
     assert model.traces is not None
     c = _compile(model.traces)
@@ -549,7 +663,10 @@ def span_chunks(
                     li = int(labels[col])
                     p = int(parents[col])
                     z = zd[pos[:, col]]
-                    if p >= 0:  # Gaussian coupling with the parent's duration score
+                    binned = c.binned[li]
+                    if p >= 0 and binned is not None:  # the parent's bin's own scores
+                        z = binned_scores(binned, zz[:, p], z)
+                    elif p >= 0:  # Gaussian coupling with the parent's duration score
                         rho = float(c.rho[li])
                         z = rho * zz[:, p] + np.sqrt(max(0.0, 1.0 - rho * rho)) * z
                     zz[:, col] = z
@@ -565,6 +682,20 @@ def span_chunks(
                         st[:, col] = t_us[rows]
                         du[:, col] = d
                         continue
+                    lead = c.lead[li]
+                    if lead is not None:  # free: its own start after the parent's and its
+                        # own duration, which may leave the parent's window
+                        lg = draw(lead[0], zo[pos[:, col]], lead[1]).astype(np.int64)
+                        pd = du[:, p]
+                        # the longest overhang_share of its spans end after the parent
+                        want = ndtr(zz[:, col]) > 1.0 - c.overhang[li]
+                        inside = np.minimum(lg, pd - d)
+                        # an early start only where the source shows them; else it overhangs
+                        keep = (inside >= 0) | (c.early[li] >= 0.5)
+                        lg = np.where(want, np.maximum(lg, pd - d + 1), np.where(keep, inside, lg))
+                        st[:, col] = np.maximum(st[:, p] + lg, 0)
+                        du[:, col] = d
+                        continue
                     off = c.offset[li]
                     g = draw(off[0], zo[pos[:, col]], off[1]) if off is not None else 0.0
                     pd = du[:, p]
@@ -572,7 +703,8 @@ def span_chunks(
                     if over.any():  # swap: the parent takes the longer duration (within its
                         # own parent's window), the child the shorter
                         gp = int(parents[p])
-                        cap = st[:, gp] + du[:, gp] - st[:, p] if gp >= 0 else d
+                        nested = gp >= 0 and c.lead[int(labels[p])] is None
+                        cap = st[:, gp] + du[:, gp] - st[:, p] if nested else d
                         du[:, p] = np.where(over, np.minimum(d, cap), pd)
                         d = np.where(over, pd, d)
                         pd = du[:, p]
@@ -643,6 +775,37 @@ def ks_critical(n: int, m: int, *, alpha: float = 0.05) -> float:
     return c * float(np.sqrt((n + m) / (n * m)))
 
 
+def _share_row(
+    stat: str,
+    service: str,
+    col: str,
+    what: str,
+    dr: pl.DataFrame,
+    ds: pl.DataFrame,
+    share_abs: float,
+) -> tuple[Any, ...] | None:
+    """One ``overhang_share`` / ``early_share`` row of a service (None: no real child span).
+
+    The share of the service's child spans with ``col`` set, real vs synthetic; the
+    threshold is ``share_abs`` or the 95 % two-proportion bound, whichever is larger.
+    """
+    from fleetlab.workload._compare import _judge
+
+    a = dr.filter((pl.col("service") == service) & pl.col(col).is_not_null())[col].to_numpy()
+    b = ds.filter((pl.col("service") == service) & pl.col(col).is_not_null())[col].to_numpy()
+    if a.size == 0:
+        return None
+    pr = float(a.mean())
+    if b.size == 0:
+        return (stat, service, pr, None, None, share_abs, "fail", "no synthetic child spans")
+    ps = float(b.mean())
+    p = (pr * a.size + ps * b.size) / (a.size + b.size)
+    lim = max(share_abs, 1.96 * float(np.sqrt(max(p * (1 - p), 1e-12) * (1 / a.size + 1 / b.size))))
+    d = abs(pr - ps)
+    note = f"share of child spans that {what}; threshold max(share_abs, 95 % two-proportion bound)"
+    return (stat, service, pr, ps, d, lim, _judge(d, lim), note)
+
+
 def span_rows(
     real: pl.DataFrame,
     synth: pl.DataFrame,
@@ -659,7 +822,10 @@ def span_rows(
     ``trace_size`` / ``trace_depth``: KS of spans per trace and tree depth;
     ``service_duration``: KS of span durations per service, for the services with
     the most spans (up to ``top_services``, each with >= 1 % of the spans);
-    ``error_rate``: share of spans with status error.
+    ``overhang_share`` / ``early_share`` per such service: the share of its child
+    spans that end after their parent's end / start before their parent's start
+    (clock skew, asynchronous work), judged by ``share_abs`` or the 95 %
+    two-proportion bound; ``error_rate``: share of spans with status error.
     """
     from fleetlab.workload._compare import _judge, _row
     from fleetlab.workload._stats import ks_two_sample
@@ -698,8 +864,8 @@ def span_rows(
             _row(stat, None, float(np.mean(a)), float(np.mean(b)), d, limit, _judge(d, limit), note)
         )
     svc = pl.col("label").str.split_exact(SEP, 1).struct.field("field_0").alias("service")
-    dr = fr.spans.select(svc, "duration_us")
-    ds = fs.spans.select(svc, "duration_us")
+    dr = fr.spans.select(svc, "duration_us", "over", "early")
+    ds = fs.spans.select(svc, "duration_us", "over", "early")
     ranked = (
         dr.group_by("service")
         .len()
@@ -730,6 +896,13 @@ def span_rows(
                 f"{a.size} / {b.size} spans)",
             )
         )
+        for stat, col, what in (
+            ("overhang_share", "over", "end after their parent's end"),
+            ("early_share", "early", "start before their parent's start"),
+        ):
+            row = _share_row(stat, name, col, what, dr, ds, th.share_abs)
+            if row is not None:
+                rows.append(_row(*row))
     er = float(np.mean(fr.spans["error"].to_numpy())) if fr.spans.height else 0.0
     es = float(np.mean(fs.spans["error"].to_numpy())) if fs.spans.height else 0.0
     rows.append(

@@ -6,7 +6,9 @@ mapped back to wall-clock time through the inverse of the cumulative rate curve
 level). Scaling multiplies the rate curve, so the curve's shape, the renewal CV and
 the index of dispersion of the renewal part stay as fitted. An MMPP model draws its
 operational times from the MMPP instead; a batched model repeats each instant's time
-for a batch size drawn from the ``batches`` stream.
+for a batch size drawn from the ``batches`` stream (a cluster model draws instants at
+the event rate over the mean size, and puts each cluster's members at gaps drawn from a
+stream spawned from ``batches`` after its instant).
 
 Every chunk draws from named streams (``arrivals``, ``copula``, ``entity``) in order,
 so the output depends only on the model, duration, scale and seed: not on the chunk
@@ -28,7 +30,14 @@ import polars as pl
 from fleetlab.errors import ConfigError, FleetlabError
 from fleetlab.sim import Streams
 from fleetlab.traces import TABLES, canonical
-from fleetlab.workload._fit import operational_time, trend_knots
+from fleetlab.workload._fit import (
+    band_of,
+    bin_factors,
+    bin_rates,
+    day_bins,
+    operational_time,
+    trend_knots,
+)
 from fleetlab.workload._marginals import draw, knots
 from fleetlab.workload._mmpp import MmppSampler
 from fleetlab.workload._model import Marginal, WorkloadModel
@@ -91,12 +100,15 @@ class _Arrivals:
         batch_rng: np.random.Generator | None = None,
     ) -> None:
         rate = model.arrival.rate
+        cluster = model.arrival.cluster
+        cluster_mean = _marginal_mean(cluster.sizes) if cluster is not None else 1.0
+        scale = scale / cluster_mean  # a cluster model draws instants: events / mean size
         lv = np.asarray(rate.levels, dtype=np.float64) * scale
         self.cum = np.concatenate([[0.0], np.cumsum(lv * rate.bin_s)])
         self.edges = np.arange(lv.size + 1, dtype=np.float64) * rate.bin_s
         self.period = rate.period_s
         self.per_cycle = float(self.cum[-1])
-        renewal = model.arrival.renewal
+        renewal = cluster.renewal if cluster is not None else model.arrival.renewal
         self.shape = 1.0 / renewal.cv**2
         self.gaps = renewal.gaps if renewal.family == "empirical" else None
         self.table = knots(self.gaps) if self.gaps is not None else None
@@ -107,6 +119,7 @@ class _Arrivals:
         arrival = model.arrival
         use_mmpp = arrival.process == "mmpp" and arrival.mmpp is not None
         self.mmpp = MmppSampler(arrival.mmpp, rng) if use_mmpp and arrival.mmpp else None
+        self.banded = _BandedOps(model, scale, rng) if arrival.bands and not use_mmpp else None
         head = trend_knots(rate, scale)
         self.head_t: np.ndarray | None = head[0] if head is not None else None
         self.head_u: np.ndarray | None = head[1] if head is not None else None
@@ -114,19 +127,27 @@ class _Arrivals:
             self.last = float(rate.trend[-1]) if rate.trend else 1.0
             self.end_u = float(head[1][-1])
             self.base_u = _periodic_lambda(float(head[0][-1]), rate, scale)
-        self.batch = model.arrival.batch
+        self.batch = cluster.sizes if cluster is not None else model.arrival.batch
         self.batch_table = knots(self.batch) if self.batch is not None else None
         self.batch_rng = batch_rng
         self.pending = np.empty(0)
-        if self.batch is not None and self.batch_table is not None:
-            zk, xk = self.batch_table
-            w = np.diff(zk, prepend=0.0) if self.batch.kind == "discrete" else np.exp(-0.5 * zk**2)
-            self.batch_mean = max(1.0, float(np.sum(w * xk) / np.sum(w)))
+        self.spread = cluster.spread if cluster is not None else None
+        self.spread_table = knots(self.spread) if self.spread is not None else None
+        # a stream of its own (spawned from ``batches``), so the sizes' draws do not
+        # depend on how many members' gaps each block takes
+        self.spread_rng = (
+            batch_rng.spawn(1)[0] if self.spread is not None and batch_rng is not None else None
+        )
+        self.horizon = -np.inf  # clusters: events up to here are final (no later instant before)
+        if self.batch is not None:
+            self.batch_mean = _marginal_mean(self.batch)
 
     def next(self, n: int) -> np.ndarray:
         """The next ``n`` event times (sorted); batches repeat their instant's time."""
         if self.batch is None:
             return self._instants(n)
+        if self.spread is not None:
+            return self._clustered(n)
         assert self.batch_rng is not None and self.batch_table is not None
         parts = [self.pending]
         have = self.pending.size
@@ -141,9 +162,45 @@ class _Arrivals:
         self.pending = allt[n:]
         return allt[:n]
 
+    def _clustered(self, n: int) -> np.ndarray:
+        """The next ``n`` event times of a cluster process (batches spread by ``spread``).
+
+        Each instant's first event is at the instant and the others follow by gaps from
+        the ``spread`` marginal, so members can pass later instants: the events are kept
+        in a sorted buffer and released only up to the last instant drawn (every later
+        event follows a later instant, so nothing can still come before it).
+        """
+        assert self.batch is not None and self.batch_table is not None
+        assert self.spread is not None and self.spread_table is not None
+        assert self.batch_rng is not None and self.spread_rng is not None
+        buf = self.pending
+        ready = int(np.searchsorted(buf, self.horizon, side="right"))
+        while ready < n:
+            k = int((n - ready) / self.batch_mean) + 16
+            ti = self._instants(k)
+            sizes = draw(self.batch, self.batch_rng.standard_normal(k), self.batch_table)
+            reps = np.maximum(sizes, 1.0).astype(np.int64)
+            first = np.cumsum(reps) - reps
+            gaps = draw(
+                self.spread, self.spread_rng.standard_normal(int(reps.sum())), self.spread_table
+            )
+            gaps[first] = 0.0  # the first member is at the instant
+            offsets = np.cumsum(gaps)
+            offsets -= np.repeat(offsets[first], reps)
+            times = np.repeat(ti, reps) + offsets
+            if self.quantum:
+                times = np.floor(times / self.quantum) * self.quantum
+            buf = np.sort(np.concatenate([buf, times]), kind="stable")
+            self.horizon = float(ti[-1])
+            ready = int(np.searchsorted(buf, self.horizon, side="right"))
+        self.pending = buf[n:]
+        return buf[:n]
+
     def _instants(self, n: int) -> np.ndarray:
-        if self.mmpp is not None:  # operational times straight from the MMPP
-            t = self._invert(self.mmpp.next(n))
+        if self.mmpp is not None or self.banded is not None:  # operational times drawn whole
+            sampler = self.mmpp if self.mmpp is not None else self.banded
+            assert sampler is not None
+            t = self._invert(sampler.next(n))
             if self.quantum:
                 t = np.floor(t / self.quantum) * self.quantum
             return t
@@ -201,6 +258,139 @@ class _Arrivals:
         seg = np.repeat(np.arange(-1, knot_u.size), counts)
         seg = np.clip(seg, 0, knot_u.size - 2)
         return knot_t[seg] + (u - knot_u[seg]) * slope[seg]
+
+
+def _marginal_mean(m: Marginal) -> float:
+    """Mean of a batch/cluster size marginal as synthesis draws it (at least 1)."""
+    zk, xk = knots(m)
+    w = np.diff(zk, prepend=0.0) if m.kind == "discrete" else np.exp(-0.5 * zk**2)
+    return max(1.0, float(np.sum(w * xk) / np.sum(w)))
+
+
+class _BandedOps:
+    """Operational times of a rate-level-dependent renewal (``arrival.bands``).
+
+    The absolute rate-curve bins are walked in blocks of about ``BLOCK_EVENTS`` expected
+    events; each bin belongs to the band of its unscaled rate. Band ``b`` runs its own
+    renewal in band-local operational time (its bins' expected events times their
+    per-day renormalised factors, :func:`~fleetlab.workload._fit.bin_factors`, laid end
+    to end): unit-mean gaps from its own stream (spawned from ``rng``). Each band's
+    events are mapped back into its bins, and the bands are merged. Every band has a
+    virtual event at
+    local time 0, emitted only by the band of the first bin (time 0 is an event, as in
+    fitting). Draws depend only on the bins walked, so the output does not depend on
+    how many events are asked for at a time.
+    """
+
+    BLOCK_EVENTS = 1 << 20
+
+    def __init__(self, model: WorkloadModel, scale: float, rng: np.random.Generator) -> None:
+        arrival = model.arrival
+        assert arrival.bands is not None
+        self.rate = arrival.rate
+        self.scale = scale
+        self.bands = arrival.bands
+        self.uppers = [float(b.upper) for b in self.bands[:-1] if b.upper is not None]
+        self.rngs = rng.spawn(len(self.bands))
+        self.shapes = [1.0 / b.renewal.cv**2 for b in self.bands]
+        self.tables = [
+            knots(b.renewal.gaps)
+            if b.renewal.family == "empirical" and b.renewal.gaps is not None
+            else None
+            for b in self.bands
+        ]
+        # blocks of about BLOCK_EVENTS expected events (at most 4,096 bins), fixed by the
+        # model and scale alone so that the draws do not depend on the chunk size
+        per_bin = max(float(np.mean(self.rate.levels)) * self.rate.bin_s * scale, 1e-12)
+        self.block_bins = int(min(4096, max(1, self.BLOCK_EVENTS // max(per_bin, 1.0))))
+        trend = self.rate.trend
+        per_day = round(self.rate.trend_bin_s / self.rate.bin_s) if self.rate.trend_bin_s else 0
+        self.trend_bins = len(trend) * per_day if trend is not None else 0
+        self.factors = np.asarray([b.factor for b in self.bands], dtype=np.float64)
+        self.per_day = day_bins(self.rate)
+        self.day_cache: tuple[int, int, np.ndarray] = (0, 0, np.empty(0))
+        self.dead = max(self.rate.levels) <= 0 or (trend is not None and trend[-1] <= 0)
+        self.next_bin = 0
+        self.u0 = 0.0  # global operational time at the start of the next block
+        self.local0 = np.zeros(len(self.bands))  # band-local time at the block start
+        self.ahead: list[np.ndarray] = [np.zeros(1) for _ in self.bands]  # drawn, not emitted
+        self.last = np.zeros(len(self.bands))  # band-local time of each band's last draw
+        self.pending = np.empty(0)
+
+    def _draw(self, b: int, m: int) -> np.ndarray:
+        band = self.bands[b]
+        table = self.tables[b]
+        if table is not None and band.renewal.gaps is not None:
+            gaps = draw(band.renewal.gaps, self.rngs[b].standard_normal(m), table)
+        else:
+            gaps = self.rngs[b].standard_gamma(self.shapes[b], m) / self.shapes[b]
+        return gaps
+
+    def _block(self) -> np.ndarray:
+        k0, k1 = self.next_bin, self.next_bin + self.block_bins
+        self.next_bin = k1
+        r = bin_rates(self.rate, k0, k1)
+        band = band_of(r, self.uppers)
+        lens = r * (self.rate.bin_s * self.scale)
+        starts = self.u0 + np.concatenate([[0.0], np.cumsum(lens)])
+        f = self._factors(k0, k1)
+        self.u0 = float(starts[-1])
+        if k0 == 0:  # the virtual event at 0 belongs to the first bin's band only
+            for b in range(len(self.bands)):
+                if b != band[0]:
+                    self.ahead[b] = self.ahead[b][1:]
+        out = []
+        for b in range(len(self.bands)):
+            mine = np.where(band == b, lens * f, 0.0)
+            cum = self.local0[b] + np.concatenate([[0.0], np.cumsum(mine)])
+            end = float(cum[-1])
+            self.local0[b] = end
+            ahead = self.ahead[b]
+            while self.last[b] < end:
+                m = max(64, int(1.25 * (end - self.last[b])) + 16)
+                s = self.last[b] + np.cumsum(self._draw(b, m))
+                self.last[b] = float(s[-1])
+                ahead = np.concatenate([ahead, s])
+            cut = int(np.searchsorted(ahead, end, side="left"))
+            s, self.ahead[b] = ahead[:cut], ahead[cut:]
+            if s.size:
+                j = np.searchsorted(cum, s, side="right") - 1
+                # the last bin starting at or before s: the band's own bin (others add no length)
+                j = np.clip(j, 0, lens.size - 1)
+                out.append(starts[j] + (s - cum[j]) / f[j])
+        return np.sort(np.concatenate(out)) if out else np.empty(0)
+
+    def _factors(self, k0: int, k1: int) -> np.ndarray:
+        """Per-bin factors of bins ``k0..k1-1``, renormalised over the whole days they touch.
+
+        The days last computed are kept, so blocks smaller than a day (high scales) do not
+        recompute them.
+        """
+        d0, d1 = k0 // self.per_day * self.per_day, -(-k1 // self.per_day) * self.per_day
+        c0, c1, cached = self.day_cache
+        if not (c0 <= k0 and k1 <= c1):
+            rd = bin_rates(self.rate, d0, d1)
+            day = (np.arange(d0, d1) - d0) // self.per_day
+            cached = bin_factors(band_of(rd, self.uppers), rd, self.factors, day)
+            c0, c1 = d0, d1
+            self.day_cache = (c0, c1, cached)
+        return cached[k0 - c0 : k1 - c0]
+
+    def next(self, n: int) -> np.ndarray:
+        """The next ``n`` operational times (sorted, from 0)."""
+        parts = [self.pending]
+        have = self.pending.size
+        while have < n:
+            if self.dead and self.next_bin >= self.trend_bins:
+                # no expected events after the trend's end (its last factor is 0): no more
+                parts.append(np.full(n - have, np.inf))
+                break
+            u = self._block()
+            parts.append(u)
+            have += u.size
+        allu = np.concatenate(parts)
+        self.pending = allu[n:]
+        return allu[:n]
 
 
 def _periodic_lambda(t: float, rate: Any, scale: float) -> float:
@@ -293,7 +483,9 @@ def iter_chunks(
         model,
         scale,
         streams.get("arrivals"),
-        streams.get("batches") if model.arrival.batch is not None else None,
+        streams.get("batches")
+        if model.arrival.batch is not None or model.arrival.cluster is not None
+        else None,
     )
     if model.table == "spans":
         from fleetlab.workload._spans import span_chunks
