@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import gamma_renewal_requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
+from fleetlab.workload import compare
 from fleetlab.workload._stats import (
     acf,
     counts,
@@ -19,6 +21,7 @@ from fleetlab.workload._stats import (
     index_of_dispersion,
     kaplan_meier,
     km_quantile,
+    ks_critical,
     ks_two_sample,
     survival_at,
     time_quantum,
@@ -115,3 +118,21 @@ def test_time_quantum_detects_a_grid_and_ignores_continuous_times() -> None:
     steps = np.arange(0, 600, 3.0) + rng.uniform(-0.001, 0.001, 200)  # batches, ms clock jitter
     assert time_quantum(np.repeat(steps, 5)) == pytest.approx(3.0, rel=1e-3)
     assert time_quantum(np.cumsum(rng.exponential(1.0, 1000))) is None
+
+
+def test_ks_critical_golden_and_the_size_rows_use_it_only_on_small_traces() -> None:
+    # 1.358 sqrt(2 / 199): two 199-value samples of one distribution differ by more in 5 %
+    assert ks_critical(199, 199) == pytest.approx(0.13614, abs=1e-4)
+    assert ks_critical(0, 10) == math.inf
+    # the 5 % quantile of the exact two-sample KS statistic is close at these sizes
+    exact = sps.kstwo.ppf(0.95, 500 * 500 // 1000)
+    assert ks_critical(500, 500) == pytest.approx(exact, rel=0.03)
+
+    def ks_thresholds(n: int) -> list[float]:
+        real = gamma_renewal_requests(n, rate=5.0, cv=1.0, seed=1)
+        synth = gamma_renewal_requests(n, rate=5.0, cv=1.0, seed=2)
+        rows = compare(real, synth).table.filter(statistic="ks")
+        return rows["threshold"].to_list()
+
+    assert ks_thresholds(200) == [pytest.approx(ks_critical(200, 200))] * 2
+    assert ks_thresholds(5000) == [0.05, 0.05]

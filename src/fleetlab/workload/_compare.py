@@ -22,6 +22,7 @@ from fleetlab.workload._stats import (
     counts,
     cv,
     index_of_dispersion,
+    ks_critical,
     ks_two_sample,
     spearman_matrix,
     time_quantum,
@@ -46,6 +47,8 @@ class Thresholds(BaseModel):
     sampling error of a variance from n windows is about sqrt(2/n): 26 % at 30); ``top_share``: absolute
     difference of the top-1% entities' share; ``zipf_rel``: relative error of the Zipf
     exponent (not judged when the real one is below 0.1: flat popularity); ``spearman``: absolute difference of each pair's rank correlation.
+    Every KS row uses ``ks`` or the two-sample KS critical value at 5 % for the two sample
+    sizes, whichever is larger (the same for traces above ~1,500 values).
     Spans: ``template_tv``: total variation distance between the call-tree template
     frequencies (the real trace's top templates plus "other"); ``error_rate``:
     absolute difference of the share of spans with status error. Usage: ``share_abs``:
@@ -286,7 +289,9 @@ def compare(
             rows.append(_row("ks", f, a.size, b.size, None, th.ks, "skipped", "no values"))
             continue
         d = ks_two_sample(a, b)
-        rows.append(_row("ks", f, None, None, d, th.ks, _judge(d, th.ks)))
+        # below the two samples' own KS critical value a distance is sampling noise
+        limit = max(th.ks, ks_critical(a.size, b.size))
+        rows.append(_row("ks", f, None, None, d, limit, _judge(d, limit)))
         w = wasserstein(a, b)
         mean = float(np.mean(a))
         rows.append(

@@ -29,6 +29,7 @@ from fleetlab.errors import ConfigError
 from fleetlab.traces import canonical
 from fleetlab.workload._marginals import draw, knots
 from fleetlab.workload._model import Marginal, SpanNode, TraceShapes, TraceTemplate
+from fleetlab.workload._stats import ks_critical, ks_two_sample
 
 if TYPE_CHECKING:
     from fleetlab.workload._fit import FitOptions
@@ -429,7 +430,6 @@ def _coupling(
     ``copula``); ``binned`` must win by ``BINNED_MARGIN``, so the simpler couplings
     stay where they do as well.
     """
-    from fleetlab.workload._stats import ks_two_sample
 
     pd = np.asarray(row["parent_us"], dtype=np.float64)
     zp = np.asarray(row["z_parent"], dtype=np.float64)
@@ -769,12 +769,6 @@ def _span_frame(
     return canonical(out.lazy(), "spans").collect()
 
 
-def ks_critical(n: int, m: int, *, alpha: float = 0.05) -> float:
-    """Two-sample KS critical value (asymptotic) for sample sizes ``n`` and ``m``."""
-    c = float(np.sqrt(-0.5 * np.log(alpha / 2)))
-    return c * float(np.sqrt((n + m) / (n * m)))
-
-
 def _share_row(
     stat: str,
     service: str,
@@ -828,7 +822,6 @@ def span_rows(
     two-proportion bound; ``error_rate``: share of spans with status error.
     """
     from fleetlab.workload._compare import _judge, _row
-    from fleetlab.workload._stats import ks_two_sample
 
     fr, fs = forest(real), forest(synth)
     top = top_templates(fr.keys, coverage=0.99, max_templates=200)

@@ -205,6 +205,18 @@ def ks_two_sample(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(fa - fb)))
 
 
+def ks_critical(n: int, m: int, *, alpha: float = 0.05) -> float:
+    """Two-sample KS critical value (asymptotic) for sample sizes ``n`` and ``m``.
+
+    Two samples of one distribution differ by more than this in a share ``alpha`` of
+    draws; a KS threshold below it judges sampling noise, not the model (inf when a
+    sample is empty).
+    """
+    if n <= 0 or m <= 0:
+        return math.inf
+    return math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m))
+
+
 def wasserstein(a: np.ndarray, b: np.ndarray, *, points: int = 2048) -> float:
     """First Wasserstein distance between two samples (on a quantile grid; units of x)."""
     if a.size == 0 or b.size == 0:

@@ -32,6 +32,7 @@ from fleetlab.workload._model import (
     UsageModel,
     WorkloadModel,
 )
+from fleetlab.workload._stats import ks_critical, ks_two_sample
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -774,11 +775,6 @@ def _hour_profile(x: np.ndarray, interval: float) -> np.ndarray:
     return prof / prof.mean() if prof.mean() > 0 else prof
 
 
-def ks_critical(n: int, m: int) -> float:
-    """Two-sample KS critical value at 5 %: ``1.36 sqrt((n + m) / (n m))``."""
-    return 1.36 * math.sqrt((n + m) / (n * m)) if n and m else math.inf
-
-
 def usage_rows(
     r: pl.DataFrame,
     s: pl.DataFrame,
@@ -797,7 +793,6 @@ def usage_rows(
     real trace's VM classes (synthetic VMs go to the nearest real class centre) and,
     when both have it, the per-VM mean of ``cpu_max``.
     """
-    from fleetlab.workload._stats import ks_two_sample
 
     pr, ps = _per_vm(r), _per_vm(s)
     n, m = pr.height, ps.height
