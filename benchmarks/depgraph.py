@@ -2,14 +2,14 @@
 
 fleetlab (Polars joins and group-bys) and a straightforward networkx-per-span miner run
 side by side in this one process, on the same Parquet file, on 2 Polars threads; then
-fleetlab alone on a 10M-span file, with its peak memory, once with and once without the
-trace statistics, each in a fresh process (a second run in the same process reuses the
-heap the first one left and reads too low). Prints both figures and ratios. Both sizes
-are also mined from a copy of the file whose name columns (service, operation, status,
-kind, peer_service) are written as Categorical (Parquet dictionary + Arrow dictionary
-type, read back as codes without hashing a string per row), to show what writing the
-canonical spans Parquet that way would buy. The load average is printed before and after:
-on a shared machine CPU seconds are the figure to compare.
+fleetlab alone on 1M- and 10M-span files, with peak memory, each run in a fresh process
+(a second run in the same process reuses the heap the first one left and reads too low).
+Prints both figures and ratios. The spans are written as the canonical writer
+(``fleetlab.traces.convert``) writes them: name columns (service, operation, status, kind,
+peer_service) dictionary-encoded, read back as Categorical codes without hashing a string
+per row. The same spans in the layout written before (String name columns) are mined
+too, and every graph is checked to be identical. The load average is printed before and
+after: on a shared machine CPU seconds are the figure to compare.
 
     python benchmarks/depgraph.py [--spans 10000000] [--peer-spans 1000000]
 
@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 os.environ.setdefault("POLARS_MAX_THREADS", "2")
 
@@ -59,13 +60,24 @@ def make_spans(n_spans: int, seed: int = 0) -> pl.DataFrame:
     return pl.concat(parts).head(n_spans)
 
 
-#: the name columns of the spans table (few distinct values)
-NAME_COLUMNS = ["service", "operation", "status", "kind", "peer_service"]
+def write_both(frame: pl.DataFrame, directory: Path, stem: str) -> tuple[Path, Path]:
+    """``frame`` as the canonical writer writes it (dictionary-encoded names) and in the
+    layout written before (String names): (canonical, old)."""
+    old = directory / f"{stem}_string.parquet"
+    frame.write_parquet(old)
+    canonical = directory / f"{stem}.parquet"
+    traces.convert(old, canonical)
+    return canonical, old
 
 
-def write_categorical(src: Path, dst: Path) -> None:
-    """Copy a spans Parquet file with its name columns written as Categorical."""
-    pl.read_parquet(src).with_columns(pl.col(NAME_COLUMNS).cast(pl.Categorical)).write_parquet(dst)
+def same_graph(a: depgraph.DependencyGraph, b: depgraph.DependencyGraph) -> bool:
+    """Whether two graphs are identical: every node, edge and operation attribute, and meta."""
+    doc_a, doc_b = a.to_json(), b.to_json()
+    for doc in (doc_a, doc_b):
+        for part in ("services", "operations"):
+            doc[part]["nodes"].sort(key=lambda n: n["id"])
+            doc[part]["links"].sort(key=lambda e: (e["source"], e["target"]))
+    return json.dumps(doc_a, sort_keys=True) == json.dumps(doc_b, sort_keys=True)
 
 
 def peer_networkx(path: Path) -> nx.DiGraph:
@@ -147,65 +159,107 @@ def _pod_service(pod: str) -> str:
     return m.group(1) if m else pod
 
 
-def nezha_localization(root: Path, *, verbose: bool = False) -> dict[tuple[str, str], list[int]]:
+def _nezha_windows(root: Path, day: str) -> list[tuple[dict, pl.DataFrame]]:
+    """The labelled cases of a day whose three one-minute trace files are all present."""
+    out = []
+    labels = root / f"rca_data/{day}/{day}-fault_list.json"
+    for case in (c for cs in json.loads(labels.read_text()).values() for c in cs):
+        h, m = map(int, case["inject_time"][11:16].split(":"))
+        files = [
+            root / f"rca_data/{day}/trace/"
+            f"{(h * 60 + m + i) // 60:02d}_{(h * 60 + m + i) % 60:02d}_trace.csv.gz"
+            for i in range(3)
+        ]
+        if all(f.exists() for f in files):
+            out.append((case, pl.concat([traces.load(f) for f in files])))
+    return out
+
+
+def nezha_localization(
+    root: Path, *, baseline: Literal["before", "windows"] = "windows", verbose: bool = False
+) -> dict[tuple[str, str], list[int]]:
     """Rank of the faulty service per case; returns {(system, fault type): [ranks]}.
 
-    A rank is 1-based; 0 means the service was not among the suspects.
+    ``baseline="before"`` diffs each case against one window: the traces before the fault
+    (or the fault-free phase when fewer than 30 precede it). ``"windows"`` also passes the
+    day's other case windows and the fault-free phase as ``references`` (no labels used:
+    they are simply the other recent windows of the system; each holds an unrelated fault
+    or none). A rank is 1-based; 0 means the service was not among the suspects.
     """
     ranks: dict[tuple[str, str], list[int]] = {}
+    windows = [
+        (system, w) for day, (system, _) in NEZHA_DAYS.items() for w in _nezha_windows(root, day)
+    ]
+    mined = [depgraph.mine_spans(sp) if baseline == "windows" else None for _, (_, sp) in windows]
     bases: dict[str, depgraph.DependencyGraph] = {}
-    for day, (system, fault_free) in NEZHA_DAYS.items():
-        labels = root / f"rca_data/{day}/{day}-fault_list.json"
-        for case in (c for cs in json.loads(labels.read_text()).values() for c in cs):
-            h, m = map(int, case["inject_time"][11:16].split(":"))
-            files = [
-                root / f"rca_data/{day}/trace/"
-                f"{(h * 60 + m + i) // 60:02d}_{(h * 60 + m + i) % 60:02d}_trace.csv.gz"
-                for i in range(3)
-            ]
-            if not all(f.exists() for f in files):
-                continue
-            spans = pl.concat([traces.load(f) for f in files])
-            t0 = (
-                spans.filter(pl.col("parent_id").is_null())
-                .group_by("trace_id")
-                .agg(pl.col("start_us").min().alias("t0"))
+    for _, fault_free in NEZHA_DAYS.values():
+        if fault_free not in bases:
+            bases[fault_free] = depgraph.mine_spans(
+                traces.load(root / f"construct_data/{fault_free}_trace.csv.gz")
             )
-            ts = int(case["inject_timestamp"]) * 1_000_000
-            pre = spans.join(t0.filter(pl.col("t0") < ts), on="trace_id", how="semi")
-            during = spans.join(t0.filter(pl.col("t0") >= ts), on="trace_id", how="semi")
-            if pre["trace_id"].n_unique() >= 30:
-                before = depgraph.mine_spans(pre)
-            else:
-                if fault_free not in bases:
-                    path = root / f"construct_data/{fault_free}_trace.csv.gz"
-                    bases[fault_free] = depgraph.mine_spans(traces.load(path))
-                before = bases[fault_free]
-            suspects = [
-                s["service"]
-                for s in depgraph.diff_graphs(before, depgraph.mine_spans(during))["suspects"]
+    systems: dict[str, set[str]] = {}
+    for system, fault_free in NEZHA_DAYS.values():
+        systems.setdefault(system, set()).add(fault_free)
+    for i, (system, (case, spans)) in enumerate(windows):
+        base = bases[NEZHA_DAYS[case["inject_time"][:10]][1]]
+        t0 = (
+            spans.filter(pl.col("parent_id").is_null())
+            .group_by("trace_id")
+            .agg(pl.col("start_us").min().alias("t0"))
+        )
+        ts = int(case["inject_timestamp"]) * 1_000_000
+        pre = spans.join(t0.filter(pl.col("t0") < ts), on="trace_id", how="semi")
+        during = spans.join(t0.filter(pl.col("t0") >= ts), on="trace_id", how="semi")
+        before = depgraph.mine_spans(pre) if pre["trace_id"].n_unique() >= 30 else base
+        refs: list[depgraph.DependencyGraph] = []
+        if baseline == "windows":
+            refs = [g for j, g in enumerate(mined) if j != i and windows[j][0] == system and g]
+            refs += [g for f, g in bases.items() if g is not before and f in systems[system]]
+        suspects = [
+            s["service"]
+            for s in depgraph.diff_graphs(before, depgraph.mine_spans(during), references=refs)[
+                "suspects"
             ]
-            faulty = _pod_service(case["inject_pod"])
-            rank = suspects.index(faulty) + 1 if faulty in suspects else 0
-            ranks.setdefault((system, case["inject_type"]), []).append(rank)
-            if verbose:
-                print(
-                    f"  {case['inject_time']} {system} {case['inject_type']:15s} {faulty:32s} "
-                    f"rank {rank}  top-3 {suspects[:3]}"
-                )
+        ]
+        faulty = _pod_service(case["inject_pod"])
+        rank = suspects.index(faulty) + 1 if faulty in suspects else 0
+        ranks.setdefault((system, case["inject_type"]), []).append(rank)
+        if verbose:
+            print(
+                f"  {case['inject_time']} {system} {case['inject_type']:15s} {faulty:32s} "
+                f"rank {rank}  top-3 {suspects[:3]}"
+            )
     return ranks
 
 
 def main_nezha(root: Path, *, verbose: bool) -> None:
-    """Print top-1 / top-3 hits per system and fault type."""
-    ranks = nezha_localization(root, verbose=verbose)
-    print("system          fault type       cases  top-1  top-3")
-    total = [0, 0, 0]
-    for (system, kind), rs in sorted(ranks.items()):
-        row = [len(rs), sum(r == 1 for r in rs), sum(1 <= r <= 3 for r in rs)]
+    """Print top-1 / top-3 hits per system and fault type, one baseline and many windows."""
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    single = nezha_localization(root, baseline="before", verbose=verbose)
+    mid_wall, mid_cpu = time.perf_counter(), time.process_time()
+    multi = nezha_localization(root, baseline="windows", verbose=verbose)
+    end_wall, end_cpu = time.perf_counter(), time.process_time()
+    print("                                       one before window   + reference windows")
+    print("system          fault type       cases  top-1  top-3        top-1  top-3")
+    total = [0, 0, 0, 0, 0]
+    for key in sorted(single):
+        one, many = single[key], multi[key]
+        row = [
+            len(one),
+            sum(r == 1 for r in one),
+            sum(1 <= r <= 3 for r in one),
+            sum(r == 1 for r in many),
+            sum(1 <= r <= 3 for r in many),
+        ]
         total = [a + b for a, b in zip(total, row, strict=True)]
-        print(f"{system:15s} {kind:15s} {row[0]:6d} {row[1]:6d} {row[2]:6d}")
-    print(f"{'all':31s} {total[0]:6d} {total[1]:6d} {total[2]:6d}")
+        print(f"{key[0]:15s} {key[1]:15s} " + "".join(f"{x:6d} " for x in row[:3]), end="")
+        print("      " + "".join(f"{x:6d} " for x in row[3:]))
+    print(f"{'all':31s} " + "".join(f"{x:6d} " for x in total[:3]), end="")
+    print("      " + "".join(f"{x:6d} " for x in total[3:]))
+    print(
+        f"one window: {mid_wall - t_wall:.1f} s wall, {mid_cpu - t_cpu:.1f} s CPU; "
+        f"with references: {end_wall - mid_wall:.1f} s wall, {end_cpu - mid_cpu:.1f} s CPU"
+    )
 
 
 def main() -> None:
@@ -228,32 +282,28 @@ def main() -> None:
         f"{os.cpu_count()} cpus, load average {_load()}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        small = Path(tmp) / "spans_small.parquet"
-        make_spans(args.peer_spans).write_parquet(small)
+        small, small_old = write_both(make_spans(args.peer_spans), Path(tmp), "spans_small")
         n = args.peer_spans
         g_fl, t_fl, c_fl = timed(lambda: depgraph.mine_spans(pl.scan_parquet(small)))
         g_fast, t_fast, c_fast = timed(
             lambda: depgraph.mine_spans(pl.scan_parquet(small), trace_stats=False)
         )
-        small_cat = Path(tmp) / "spans_small_cat.parquet"
-        write_categorical(small, small_cat)
-        g_cat, t_cat, c_cat = timed(lambda: depgraph.mine_spans(pl.scan_parquet(small_cat)))
-        g_nx, t_nx, c_nx = timed(lambda: peer_networkx(small), repeat=1)
-        assert set(g_fl.graph.edges) == set(g_nx.edges) == set(g_cat.graph.edges)
+        g_old, t_old, c_old = timed(lambda: depgraph.mine_spans(pl.scan_parquet(small_old)))
+        g_nx, t_nx, c_nx = timed(lambda: peer_networkx(small_old), repeat=1)
+        assert set(g_fl.graph.edges) == set(g_nx.edges)
         for u, v, d in g_nx.edges(data=True):
             assert g_fl.graph.edges[u, v]["calls"] == d["calls"]
             assert abs(g_fl.graph.edges[u, v]["p99_ms"] - d["p99_ms"]) < 1e-6
-            for key in ("calls", "p50_ms", "p99_ms", "mean_ms", "error_rate"):
-                assert g_cat.graph.edges[u, v][key] == g_fl.graph.edges[u, v][key]
+        assert same_graph(g_fl, g_old), "dictionary and String layouts mine different graphs"
         print(
             f"\n{n:,} spans -> service graph ({g_fl.graph.number_of_edges()} edges, "
-            "identical calls and p99 in both); wall s, CPU s (all threads), M spans/s on "
-            "wall and per CPU-second"
+            "identical calls and p99 in both; every attribute identical from both layouts); "
+            "wall s, CPU s (all threads), M spans/s on wall and per CPU-second"
         )
         for name, t, c in [
             ("fleetlab mine_spans (default, trace stats)", t_fl, c_fl),
             ("fleetlab mine_spans (trace_stats=False)", t_fast, c_fast),
-            ("fleetlab default, Categorical-name Parquet", t_cat, c_cat),
+            ("fleetlab default, String-name Parquet (old)", t_old, c_old),
             ("networkx, one update per span", t_nx, c_nx),
         ]:
             print(
@@ -265,14 +315,12 @@ def main() -> None:
             f"(default); wall {t_nx / t_fast:.1f}x, cpu {c_nx / c_fast:.1f}x "
             "(trace_stats=False)"
         )
-        del g_fl, g_fast, g_nx, g_cat
+        del g_fl, g_fast, g_nx, g_old
 
-        big = Path(tmp) / "spans_big.parquet"
-        make_spans(args.spans).write_parquet(big)
-        big_cat = Path(tmp) / "spans_big_cat.parquet"
-        write_categorical(big, big_cat)
+        big, big_old = write_both(make_spans(args.spans), Path(tmp), "spans_big")
         # each in a fresh process: its peak from a clean heap
-        for path, stats in ((big, True), (big, False), (big_cat, True)):
+        runs = [(small, True), (big, True), (big, False), (big_old, True)]
+        for path, stats in runs:
             sys.stdout.flush()
             subprocess.run(
                 [sys.executable, __file__, "--big-run", str(path), "--stats", str(int(stats))],
@@ -295,7 +343,8 @@ def big_run(path: Path, *, stats: bool) -> None:
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     names = pl.scan_parquet(path).collect_schema()["service"]
     print(
-        f"\n{n:,} spans ({size_mb:.0f} MB Parquet, names {names}), trace_stats={stats}: "
+        f"\n{n:,} spans ({size_mb:.0f} MB Parquet, names {names}), trace_stats={stats}, "
+        f"load {_load()}: "
         f"wall {dt:.2f} s ({n / dt / 1e6:.2f} M spans/s), cpu {dc:.2f} s "
         f"({n / dc / 1e6:.2f} M spans/cpu-s), peak memory +{peak:,.0f} MB, "
         f"{g.graph.number_of_edges()} edges",

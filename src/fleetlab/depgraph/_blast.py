@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import networkx as nx
@@ -11,6 +13,8 @@ import numpy as np
 from scipy import sparse
 
 from fleetlab.depgraph._graph import DependencyGraph
+from fleetlab.depgraph._rca import MIN_WINDOWS, consensus_rows, early_return_evidence
+from fleetlab.depgraph._rca import handled as _handled
 from fleetlab.errors import DataNotFoundError
 
 
@@ -276,6 +280,7 @@ def diff_graphs(
     latency_ratio: float = 1.5,
     error_delta: float = 0.05,
     min_calls: int = 5,
+    references: Sequence[DependencyGraph] = (),
 ) -> dict[str, Any]:
     """What changed between two graphs (two time windows, two deployments).
 
@@ -289,6 +294,14 @@ def diff_graphs(
         Report an edge whose error rate moved by at least this much (absolute, 0..1).
     min_calls
         Only compare latency/errors on edges with at least this many calls on both sides.
+    references
+        More windows of (mostly) normal behaviour, e.g. the other recent windows of the
+        same system. Then the suspects are scored against ``before`` and each reference,
+        and every field of a suspect row is the median over them: a service must stand
+        out against most windows, so neither drift nor an incident in one window makes a
+        suspect. With at least 5 windows in all, the suspects also get the early-return
+        evidence of code-level faults, calibrated by the spread of the windows (see
+        ``fleetlab.depgraph._rca``). The edge lists compare ``before`` and ``after`` only.
 
     Returns
     -------
@@ -300,12 +313,62 @@ def diff_graphs(
         :func:`_suspects`), each row with ``score``, ``self_latency_log2`` (growth of their
         own time), ``network_in_log2`` / ``network_out_log2`` (growth of the network gap
         on calls into / out of them), ``unexplained_error_rate`` (errors their callees do
-        not explain) and ``call_mix_change`` (calls per handled request).
+        not explain) and ``call_mix_change`` (calls per handled request); with 5 or more
+        windows also ``lost_calls_share``, ``lost_calls_z``, ``entry_p50_z``,
+        ``kept_callees`` and ``early_return`` (the part of the score that early-return
+        evidence adds).
     """
     a, b = before.graph, after.graph
     ea, eb = set(a.edges), set(b.edges)
+    changed = _changed_edges(before, after, latency_ratio, error_delta, min_calls)
+    baselines = [before, *references]
+    if len(baselines) == 1:
+        suspects = _suspects(before, after, changed)
+    else:
+        per = [
+            _suspects(ref, after, _changed_edges(ref, after, latency_ratio, error_delta, min_calls))
+            for ref in baselines
+        ]
+        suspects = consensus_rows(per)
+        if len(baselines) >= MIN_WINDOWS:
+            evidence = early_return_evidence(baselines, after)
+            for row in suspects:
+                ev = evidence.get(row["service"])
+                if ev is None:
+                    ev = dict.fromkeys(
+                        (
+                            "lost_calls_share",
+                            "lost_calls_z",
+                            "entry_p50_z",
+                            "kept_callees",
+                            "early_return",
+                        ),
+                        0.0,
+                    )
+                row.update({k: round(v, 4) for k, v in ev.items()})
+                row["score"] = round(row["score"] + ev["early_return"], 4)
+        suspects.sort(key=lambda r: (-r["score"], r["service"]))
+    return {
+        "added_edges": [list(e) for e in sorted(eb - ea)],
+        "removed_edges": [list(e) for e in sorted(ea - eb)],
+        "added_services": sorted(set(b) - set(a)),
+        "removed_services": sorted(set(a) - set(b)),
+        "changed_edges": changed,
+        "suspects": suspects,
+    }
+
+
+def _changed_edges(
+    before: DependencyGraph,
+    after: DependencyGraph,
+    latency_ratio: float,
+    error_delta: float,
+    min_calls: int,
+) -> list[dict[str, Any]]:
+    """Edges in both graphs whose latency or error rate moved, largest change first."""
+    a, b = before.graph, after.graph
     changed = []
-    for u, v in sorted(ea & eb):
+    for u, v in sorted(set(a.edges) & set(b.edges)):
         x, y = a.edges[u, v], b.edges[u, v]
         if min(x.get("calls", 0), y.get("calls", 0)) < min_calls:
             continue
@@ -332,15 +395,7 @@ def diff_graphs(
                 }
             )
     changed.sort(key=lambda r: -r["score"])
-    suspects = _suspects(before, after, changed)
-    return {
-        "added_edges": [list(e) for e in sorted(eb - ea)],
-        "removed_edges": [list(e) for e in sorted(ea - eb)],
-        "added_services": sorted(set(b) - set(a)),
-        "removed_services": sorted(set(a) - set(b)),
-        "changed_edges": changed,
-        "suspects": suspects,
-    }
+    return changed
 
 
 def _ratio(new: Any, old: Any) -> float:
@@ -365,11 +420,6 @@ def _log2_ratio(new: Any, old: Any) -> float:
     return math.log2(r) if math.isfinite(r) else 0.0
 
 
-def _handled(g: nx.DiGraph, n: str, entry_traces: dict[str, Any]) -> float:
-    inbound = sum(d.get("calls", 0) for _, _, d in g.in_edges(n, data=True))
-    return float(inbound + (entry_traces.get(n, 0) or 0))
-
-
 def _network_shifts(a: nx.DiGraph, b: nx.DiGraph) -> tuple[dict[str, float], dict[str, float]]:
     """Blame for the growth of the network/queueing gap of calls (edge ``net_ms_mean``).
 
@@ -387,11 +437,13 @@ def _network_shifts(a: nx.DiGraph, b: nx.DiGraph) -> tuple[dict[str, float], dic
     outs: dict[str, list[tuple[str, float]]] = {}
     for (u, v), x in shift.items():
         outs.setdefault(u, []).append((v, x))
-    net_out = {u: float(np.median([x for _, x in xs])) for u, xs in outs.items() if len(xs) >= 2}
+    net_out = {
+        u: float(statistics.median([x for _, x in xs])) for u, xs in outs.items() if len(xs) >= 2
+    }
     acc: dict[str, list[float]] = {}
     for (u, v), x in shift.items():
         others = [y for w, y in outs[u] if w != v]
-        base = float(np.median(others)) if others else 0.0
+        base = float(statistics.median(others)) if others else 0.0
         w = float(b.edges[u, v].get("calls", 1))
         acc.setdefault(v, [0.0, 0.0])
         acc[v][0] += w * max(0.0, x - base)

@@ -261,7 +261,11 @@ def _scan_keyed(
         .alias("duration_us")
         if q["negative_durations"]
         else pl.col("duration_us"),
-        pl.col("status").cast(pl.String).is_in(errors.implode()).fill_null(False).alias("is_error")
+        # matched on the codes: the few error values as Categorical, not a string per row
+        pl.col("status")
+        .is_in(errors.cast(pl.Categorical).implode())
+        .fill_null(False)
+        .alias("is_error")
         if errors.len()
         else pl.lit(False).alias("is_error"),
         kind.alias("kind"),

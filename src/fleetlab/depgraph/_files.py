@@ -65,6 +65,13 @@ def mine_file(
     -------
     DependencyGraph
     """
+    fmt = traces.format_named(format) if format else traces.detect(path)
+    if fmt.name == "parquet" and fmt.table == "spans":
+        # canonical spans Parquet stores names dictionary-encoded: mine on the codes
+        scan = traces.conform(
+            pl.scan_parquet(Path(path)), "spans", keep_extra=True, keep_dictionary=True
+        )
+        return mine_spans(traces.collect(scan, path, format="parquet"), source=str(path))
     table, frame = load_table(path, format=format)
     if table == "spans":
         return mine_spans(frame, source=str(path))

@@ -115,7 +115,11 @@ def call_links(frame: pl.DataFrame, *, async_tolerance_us: int = 1000) -> pl.Dat
 
 
 def _edge_stats(links: pl.DataFrame, keys: list[str], window_s: float | None) -> pl.LazyFrame:
-    lat_ms = pl.col("latency_us").cast(pl.Float64) / 1000.0
+    # times the reciprocal, which is what Polars computes for ``/ 1000.0`` over a column
+    # of more than one value, but not over one value (a one-row chunk or group, which
+    # depends on the plan and on thread timing): written out, the last bit is the same
+    # in every run
+    lat_ms = pl.col("latency_us").cast(pl.Float64) * 0.001
     rate = pl.len() / window_s if window_s else pl.lit(math.nan)
     return (
         links.lazy()
@@ -190,12 +194,12 @@ def mine_spans(
     quality["calls"] = links.height
     quality["async_calls"] = int(links["is_async"].sum())
     quality["negative_or_missing_latency_calls"] = int(links["latency_us"].null_count())
-    svc, ops = pl.collect_all(
-        [
-            _edge_stats(links, ["caller", "callee"], window_s),
-            _edge_stats(links, ["caller", "caller_op", "callee", "callee_op"], window_s),
-        ]
-    )
+    # the edge statistics run on Polars' threads in the background while this thread does
+    # the node statistics (the numpy steps hold one core; the group-bys use the others)
+    edge_queries = [
+        _edge_stats(links, keys, window_s).collect(background=True)
+        for keys in (["caller", "callee"], ["caller", "caller_op", "callee", "callee_op"])
+    ]
 
     roots = frame.lazy().filter(pl.col("pk").is_null()).select("service", "tk").collect()
     entry_counts = (
@@ -205,16 +209,30 @@ def mine_spans(
         .sort("service")
     )
     entry_points = entry_counts["service"].to_list()
+    # latency and errors of a service's entry spans (roots, and spans called from another
+    # service): a group-by of those rows alone, joined to the group-by of all spans (one
+    # filter instead of one per aggregate; services without entry spans get nulls)
     is_entry_span = pl.col("pk").is_null() | (pl.col("p_service") != pl.col("service"))
-    entry_ms = pl.col("duration_us").filter(is_entry_span.fill_null(False)).cast(pl.Float64) / 1000
-    node_aggs = [
-        pl.len().alias("spans"),
-        entry_ms.quantile(0.5, "linear").alias("p50_ms"),
-        entry_ms.quantile(0.99, "linear").alias("p99_ms"),
-        pl.col("is_error").filter(is_entry_span.fill_null(False)).mean().alias("error_rate"),
-    ]
+    entry_ms = pl.col("duration_us").cast(pl.Float64) * 0.001
+    entry_nodes = (
+        frame.lazy()
+        .filter(is_entry_span.fill_null(False))
+        .group_by("service")
+        .agg(
+            entry_ms.quantile(0.5, "linear").alias("p50_ms"),
+            entry_ms.quantile(0.99, "linear").alias("p99_ms"),
+            pl.col("is_error").mean().alias("error_rate"),
+        )
+    )
+    node_aggs = [pl.len().alias("spans")]
     if not (trace_stats and frame.height):
-        nodes = frame.group_by("service").agg(node_aggs)
+        nodes = (
+            frame.lazy()
+            .group_by("service")
+            .agg(node_aggs)
+            .join(entry_nodes, on="service", how="left")
+            .collect()
+        )
         by_entry = pl.DataFrame({"service": [], "entry": [], "n": []})
         net_edges = pl.DataFrame({"caller": [], "callee": [], "net_ms_mean": []})
     else:
@@ -250,12 +268,22 @@ def mine_spans(
             .select(
                 "service",
                 "spans",
+                # µs -> ms times the reciprocal (see _edge_stats: deterministic last bit)
+                ((pl.col("_dur") - pl.col("_cov")) / pl.col("spans") * 0.001).alias("self_ms_mean"),
+                (pl.col("_net_out") / pl.col("spans") * 0.001).alias("net_out_ms_mean"),
+                (pl.col("_net_in") * 0.001).alias("net_in_ms_mean"),
+                "traces",
+            )
+            .join(entry_nodes, on="service", how="left")
+            .select(
+                "service",
+                "spans",
                 "p50_ms",
                 "p99_ms",
                 "error_rate",
-                ((pl.col("_dur") - pl.col("_cov")) / pl.col("spans") / 1000).alias("self_ms_mean"),
-                (pl.col("_net_out") / pl.col("spans") / 1000).alias("net_out_ms_mean"),
-                (pl.col("_net_in") / 1000).alias("net_in_ms_mean"),
+                "self_ms_mean",
+                "net_out_ms_mean",
+                "net_in_ms_mean",
                 "traces",
             )
             .collect()
@@ -288,6 +316,7 @@ def mine_spans(
                 .agg(pl.len().alias("n"))
             )
 
+    svc, ops = (q.fetch_blocking() for q in edge_queries)
     g = nx.DiGraph()
     entries = set(entry_points)
     for row in (

@@ -12,7 +12,7 @@ from fleetlab.errors import DataNotFoundError, FleetlabError, InputFormatError, 
 from fleetlab.traces._checks import READ_ERRORS
 from fleetlab.traces._formats import Format, read_head
 from fleetlab.traces._registry import FORMATS
-from fleetlab.traces._schemas import TABLES, conform, table_of
+from fleetlab.traces._schemas import TABLES, conform, for_storage, table_of
 
 TIME_COLUMNS = {
     "requests": ("arrival_s", 1.0),
@@ -355,8 +355,11 @@ def convert(
 ) -> dict[str, Any]:
     """Convert ``path`` to a canonical Parquet file at ``out``, streaming where it can.
 
-    Refuses to replace an existing ``out`` unless ``overwrite``. The file appears
-    atomically: it is written beside ``out``, checked, and renamed when complete, so a
+    Refuses to replace an existing ``out`` unless ``overwrite``. Columns with few
+    distinct values (``TableSchema.dictionary``: the spans table's service, operation,
+    status, kind and peer_service) are stored dictionary-encoded (Arrow dictionary type:
+    a Parquet scan reads them as Categorical codes; :func:`load` gives String, as for
+    files written before). The file appears atomically: it is written beside ``out``, checked, and renamed when complete, so a
     malformed input never leaves a partial ``out`` behind.
 
     Returns
@@ -378,7 +381,7 @@ def convert(
         )
     p = _existing(path)
     fmt = _format_of(p, format)
-    frame = _scan(p, fmt)
+    frame = for_storage(_scan(p, fmt), fmt.table)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -21,12 +21,20 @@ TableName = Literal[
 
 @dataclass(frozen=True)
 class TableSchema:
-    """A canonical table: its name, what one row is, required and optional columns."""
+    """A canonical table: its name, what one row is, required and optional columns.
+
+    ``dictionary`` names the String columns with few distinct values (service and
+    operation names, status, kind) that canonical Parquet files store dictionary-encoded
+    with an Arrow dictionary type (Polars Categorical): readers that scan the file get
+    32-bit codes without hashing a string per row. In memory, and through
+    :func:`conform`, they stay String.
+    """
 
     name: str
     row: str
     required: dict[str, pl.DataType]
     optional: dict[str, pl.DataType]
+    dictionary: tuple[str, ...] = ()
 
     @property
     def columns(self) -> dict[str, pl.DataType]:
@@ -109,6 +117,7 @@ TABLES: dict[str, TableSchema] = {
                 "status": _STR,
             },
             {"kind": _STR, "peer_service": _STR},
+            dictionary=("service", "operation", "status", "kind", "peer_service"),
         ),
         TableSchema(
             "flows",
@@ -147,26 +156,49 @@ TABLES: dict[str, TableSchema] = {
 }
 
 
-def conform(frame: pl.LazyFrame, table: str, *, keep_extra: bool = False) -> pl.LazyFrame:
+def conform(
+    frame: pl.LazyFrame, table: str, *, keep_extra: bool = False, keep_dictionary: bool = False
+) -> pl.LazyFrame:
     """Cast ``frame`` to the canonical schema of ``table``.
 
     Missing optional columns are added as nulls, columns are put in canonical order and
-    cast to their canonical dtype. Extra columns are dropped unless ``keep_extra``.
+    cast to their canonical dtype. Extra columns are dropped unless ``keep_extra``;
+    ``keep_dictionary`` leaves the table's ``dictionary`` columns Categorical where the
+    frame has them so (a canonical Parquet scan), for readers that work on the codes.
     Raises ``KeyError`` for an unknown table and ``ValueError`` when a required column
     is missing (readers turn that into an :class:`InputFormatError` naming the file).
     """
     schema = TABLES[table]
-    present = frame.collect_schema().names()
+    given = frame.collect_schema()
+    present = given.names()
     missing = [c for c in schema.required if c not in present]
     if missing:
         raise ValueError(f"missing required column(s) {missing} for table {table!r}")
+    kept = {c for c in schema.dictionary if keep_dictionary and given.get(c) == pl.Categorical}
     exprs = [
-        (pl.col(c) if c in present else pl.lit(None)).cast(dtype).alias(c)
+        (
+            pl.col(c) if c in kept else (pl.col(c) if c in present else pl.lit(None)).cast(dtype)
+        ).alias(c)
         for c, dtype in schema.columns.items()
     ]
     if keep_extra:
         exprs += [pl.col(c) for c in present if c not in schema.columns]
     return frame.select(exprs)
+
+
+def for_storage(frame: pl.LazyFrame, table: str) -> pl.LazyFrame:
+    """``frame`` as canonical Parquet stores ``table``: its ``dictionary`` columns Categorical.
+
+    Polars writes a Categorical column as a Parquet dictionary with an Arrow dictionary
+    type, which a Parquet scan reads back as codes; :func:`conform` casts it back to
+    String, so files written before (String columns) and after read the same. Columns
+    the frame lacks, and tables without dictionary columns, are left alone.
+    """
+    names = frame.collect_schema().names()
+    cols = [c for c in TABLES[table].dictionary if c in names]
+    if not cols:
+        return frame
+    return frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Categorical) for c in cols)
 
 
 def table_of(frame: pl.LazyFrame | pl.DataFrame) -> str | None:
