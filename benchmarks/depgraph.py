@@ -202,14 +202,7 @@ def nezha_localization(
         systems.setdefault(system, set()).add(fault_free)
     for i, (system, (case, spans)) in enumerate(windows):
         base = bases[NEZHA_DAYS[case["inject_time"][:10]][1]]
-        t0 = (
-            spans.filter(pl.col("parent_id").is_null())
-            .group_by("trace_id")
-            .agg(pl.col("start_us").min().alias("t0"))
-        )
-        ts = int(case["inject_timestamp"]) * 1_000_000
-        pre = spans.join(t0.filter(pl.col("t0") < ts), on="trace_id", how="semi")
-        during = spans.join(t0.filter(pl.col("t0") >= ts), on="trace_id", how="semi")
+        pre, during = depgraph.split_at(spans, int(case["inject_timestamp"]) * 1_000_000)
         before = depgraph.mine_spans(pre) if pre["trace_id"].n_unique() >= 30 else base
         refs: list[depgraph.DependencyGraph] = []
         if baseline == "windows":

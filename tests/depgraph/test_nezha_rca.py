@@ -128,6 +128,20 @@ def test_lost_share_and_consensus_rows_golden() -> None:
     assert consensus_rows([*rows, [], []]) == [{"service": "x", "score": 3.0}]
 
 
+def test_split_at_keeps_whole_traces_on_the_side_of_their_root() -> None:
+    spans = pl.DataFrame(
+        {
+            "trace_id": ["a", "a", "b", "b", "c"],
+            "span_id": ["1", "2", "1", "2", "9"],
+            "parent_id": [None, "1", None, "1", "gone"],
+            "start_us": [10, 120, 100, 101, 50],  # a straddles 100; c has no root
+        }
+    )
+    before, after = depgraph.split_at(spans, 100)
+    assert before["trace_id"].to_list() == ["a", "a"]
+    assert after["trace_id"].to_list() == ["b", "b"]
+
+
 # --- Nezha (real fault labels) -----------------------------------------------------------
 
 NEZHA_DAYS = {
@@ -163,14 +177,7 @@ def nezha() -> dict[str, Any]:
             if not all(f.exists() for f in files):
                 continue
             spans = pl.concat([traces_io.load(f) for f in files])
-            t0 = (
-                spans.filter(pl.col("parent_id").is_null())
-                .group_by("trace_id")
-                .agg(pl.col("start_us").min().alias("t0"))
-            )
-            ts = int(case["inject_timestamp"]) * 1_000_000
-            pre = spans.join(t0.filter(pl.col("t0") < ts), on="trace_id", how="semi")
-            during = spans.join(t0.filter(pl.col("t0") >= ts), on="trace_id", how="semi")
+            pre, during = depgraph.split_at(spans, int(case["inject_timestamp"]) * 1_000_000)
             cases.append(
                 {
                     "system": system,

@@ -20,6 +20,7 @@ from fleetlab.depgraph._evaluate import evaluate_flow_mining, true_triples
 from fleetlab.depgraph._files import graph_of, load_table, mine_file
 from fleetlab.depgraph._flows import FlowMiningSpec, flow_dependencies, mine_flows
 from fleetlab.depgraph._graph import DependencyGraph, read_graph, to_dot, write_graph
+from fleetlab.depgraph._rca import split_at
 from fleetlab.depgraph._spans import call_links, mine_spans
 from fleetlab.depgraph._synth import (
     TOPOLOGIES,
@@ -71,6 +72,7 @@ __all__ = [
     "shape_stats",
     "single_points_of_failure",
     "spans_to_flows",
+    "split_at",
     "summary",
     "to_dot",
     "topology",

@@ -26,8 +26,27 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import polars as pl
 
 from fleetlab.depgraph._graph import DependencyGraph
+
+
+def split_at(spans: pl.DataFrame, at_us: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The spans of the traces whose roots start before ``at_us``, and of the others.
+
+    What to diff around an incident (a fault injected at ``at_us``): whole traces go to
+    one side, so a trace that straddles the instant is not cut in two. Traces without a
+    root span (broken traces) go to neither side.
+    """
+    t0 = (
+        spans.filter(pl.col("parent_id").is_null())
+        .group_by("trace_id")
+        .agg(pl.col("start_us").min().alias("t0"))
+    )
+    before = spans.join(t0.filter(pl.col("t0") < at_us), on="trace_id", how="semi")
+    after = spans.join(t0.filter(pl.col("t0") >= at_us), on="trace_id", how="semi")
+    return before, after
+
 
 #: fewest windows (``before`` plus references) whose spread calibrates a z-score
 MIN_WINDOWS = 5
