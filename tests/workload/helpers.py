@@ -8,6 +8,21 @@ import polars as pl
 from fleetlab.traces import canonical
 
 
+def requests_at(t: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """Requests arriving at the sorted times ``t`` (shifted to start at 0), uniform tokens."""
+    n = t.size
+    return canonical(
+        pl.LazyFrame(
+            {
+                "arrival_s": t - t[0],
+                "prompt_tokens": rng.integers(10, 2000, n),
+                "output_tokens": rng.integers(1, 500, n),
+            }
+        ),
+        "requests",
+    ).collect()
+
+
 def gamma_renewal_requests(n: int, *, rate: float, cv: float, seed: int) -> pl.DataFrame:
     """Requests with Gamma(cv) inter-arrivals at ``rate`` per s, lognormal tokens."""
     rng = np.random.default_rng(seed)

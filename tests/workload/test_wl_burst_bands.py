@@ -8,10 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from helpers import gamma_renewal_requests
+from helpers import gamma_renewal_requests, requests_at
 from pydantic import ValidationError
 
-from fleetlab.traces import canonical
 from fleetlab.workload import (
     Arrival,
     FitOptions,
@@ -40,17 +39,7 @@ def level_bursty(hours: int, *, quiet: float, busy: float, cv_busy: float, seed:
         t = h * 3600.0 + np.cumsum(g) - g[0] * rng.random()
         out.append(t[(t >= h * 3600.0) & (t < (h + 1) * 3600.0)])
     t = np.sort(np.concatenate(out))
-    n = t.size
-    return canonical(
-        pl.LazyFrame(
-            {
-                "arrival_s": t - t[0],
-                "prompt_tokens": rng.integers(10, 2000, n),
-                "output_tokens": rng.integers(1, 500, n),
-            }
-        ),
-        "requests",
-    ).collect()
+    return requests_at(t, rng)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from helpers import requests_at
 from pydantic import ValidationError
 
 from fleetlab.traces import canonical
@@ -24,17 +25,7 @@ def fanned(triggers: int, *, hours: float, seed: int) -> pl.DataFrame:
         [np.concatenate([[0.0], np.cumsum(rng.exponential(0.02, k - 1))]) for k in sizes]
     )
     t = np.sort(np.repeat(inst, sizes) + offsets)
-    n = t.size
-    return canonical(
-        pl.LazyFrame(
-            {
-                "arrival_s": t - t[0],
-                "prompt_tokens": rng.integers(10, 2000, n),
-                "output_tokens": rng.integers(1, 500, n),
-            }
-        ),
-        "requests",
-    ).collect()
+    return requests_at(t, rng)
 
 
 @pytest.fixture(scope="module")
