@@ -226,7 +226,22 @@ def test_run_ids_sort_by_time_and_are_unique() -> None:
     t0 = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
     a, b = new_run_id(t0), new_run_id(t0 + timedelta(milliseconds=1))
     assert a.startswith("20260102-030405-006-") and a < b
-    assert len({new_run_id(t0) for _ in range(1000)}) == 1000
+    # 24 random bits: 1000 ids of one millisecond collide about 3 % of the time (the
+    # store retries on a collision, below); more than a few collisions means no randomness
+    assert len({new_run_id(t0) for _ in range(1000)}) >= 995
+
+
+def test_a_colliding_run_id_is_retried(store: RunStore, monkeypatch) -> None:
+    from fleetlab.store import _store as store_module
+
+    with store.run("first", config={}) as first:
+        pass
+    ids = iter([first.id, first.id, "20260102-030405-006-abcdef"])
+    monkeypatch.setattr(store_module, "new_run_id", lambda when=None: next(ids))
+    with store.run("second", config={}) as second:
+        pass
+    assert second.id == "20260102-030405-006-abcdef"
+    assert store.get(first.id).command == "first" and store.get(second.id).command == "second"
 
 
 def test_fingerprints(tmp_path: Path, monkeypatch) -> None:
