@@ -22,7 +22,7 @@ from fleetlab.workload import (
     sample,
     save_model,
 )
-from fleetlab.workload._fit import band_local_times, bin_factors, level_thresholds
+from fleetlab.workload._arrival_fit import band_local_times, bin_factors, level_thresholds
 from fleetlab.workload._stats import cv
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from fleetlab.traces import canonical
 from fleetlab.workload import FitOptions, fit, iter_chunks, load_model, sample, save_model
-from fleetlab.workload._fit import cluster_instants, runs_z
+from fleetlab.workload._arrival_fit import cluster_instants, runs_z
 from fleetlab.workload._marginals import draw, knots
 from fleetlab.workload._model import Arrival, Cluster
 from fleetlab.workload._stats import index_of_dispersion

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from fleetlab.workload import characterize, compare, fit
-from fleetlab.workload._fit import operational_time
+from fleetlab.workload._arrival_fit import operational_time
 
 
 def test_splitwise_medians_of_the_azure_llm_2023_traces(

@@ -8,7 +8,7 @@ import pytest
 from helpers import trend_vms
 
 from fleetlab.workload import FitOptions, fit
-from fleetlab.workload._fit import edge_preserving_ratio, operational_time
+from fleetlab.workload._arrival_fit import edge_preserving_ratio, operational_time
 
 DAY = 86400.0
 

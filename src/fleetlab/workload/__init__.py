@@ -9,7 +9,7 @@ traces of any duration and scale, deterministic for a seed and streamed in chunk
 
 from fleetlab.workload._characterize import Characterization, characterize
 from fleetlab.workload._compare import Comparison, Thresholds, compare, load_thresholds
-from fleetlab.workload._fit import FitOptions, fit
+from fleetlab.workload._fit import fit
 from fleetlab.workload._model import (
     SCHEMA_VERSION,
     Arrival,
@@ -31,6 +31,7 @@ from fleetlab.workload._model import (
     load_model,
     save_model,
 )
+from fleetlab.workload._options import FitOptions
 from fleetlab.workload._reports import characterization_report, comparison_report, model_section
 from fleetlab.workload._synth import iter_chunks, parse_duration, sample, synth
 from fleetlab.workload._tour import tour_stop

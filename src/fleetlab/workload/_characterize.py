@@ -18,8 +18,9 @@ import polars as pl
 
 from fleetlab.sim import Streams
 from fleetlab.traces import TABLES
-from fleetlab.workload._fit import FitOptions, fit_rate_curve, fit_renewal
+from fleetlab.workload._arrival_fit import fit_rate_curve, fit_renewal
 from fleetlab.workload._marginals import fit_candidates
+from fleetlab.workload._options import FitOptions
 from fleetlab.workload._stats import (
     BIN_CANDIDATES_S,
     acf,

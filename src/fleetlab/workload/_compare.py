@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetlab.errors import ConfigError, DataNotFoundError
-from fleetlab.workload._fit import FitOptions, choose_period, fit_rate_curve, operational_time
+from fleetlab.workload._arrival_fit import choose_period, fit_rate_curve, operational_time
+from fleetlab.workload._options import FitOptions
 from fleetlab.workload._stats import (
     BIN_CANDIDATES_S,
     IDC_WINDOWS_S,

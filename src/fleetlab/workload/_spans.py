@@ -32,8 +32,8 @@ from fleetlab.workload._model import Marginal, SpanNode, TraceShapes, TraceTempl
 from fleetlab.workload._stats import ks_critical, ks_two_sample
 
 if TYPE_CHECKING:
-    from fleetlab.workload._fit import FitOptions
     from fleetlab.workload._model import WorkloadModel
+    from fleetlab.workload._options import FitOptions
 
 ERROR_STATUS = "error"
 """The canonical status of a failed span (docs/formats-spans.md)."""

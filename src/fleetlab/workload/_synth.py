@@ -30,7 +30,7 @@ import polars as pl
 from fleetlab.errors import ConfigError, FleetlabError
 from fleetlab.sim import Streams
 from fleetlab.traces import TABLES, canonical
-from fleetlab.workload._fit import (
+from fleetlab.workload._arrival_fit import (
     band_of,
     bin_factors,
     bin_rates,
