@@ -1081,6 +1081,20 @@ def run_engine(
             if r.step is not None and r.step[0] == 0:
                 truncate(r, now)
 
+    def admit(rid: int, now: float) -> None:
+        """Route a request entering the system (an arrival or a closed-loop send)."""
+        if with_faults:
+            route_up(rid, now)
+            return
+        pos = entry_router.route(rid, entry_pool)
+        r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
+        r.outstanding += 1
+        if decode_pool is None:
+            rep_of[rid] = r.rep
+        else:
+            prep_of[rid] = r.rep
+        enqueue(r, rid, now)
+
     # main loop
     i = 0
     faults_left = len(fault_acts)
@@ -1097,17 +1111,7 @@ def run_engine(
                 heapq.heappush(events, (now, seq, 5, rid, 0))
                 continue
             in_system += 1
-            if with_faults:
-                route_up(rid, now)
-                continue
-            pos = entry_router.route(rid, entry_pool)
-            r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
-            r.outstanding += 1
-            if decode_pool is None:
-                rep_of[rid] = r.rep
-            else:
-                prep_of[rid] = r.rep
-            enqueue(r, rid, now)
+            admit(rid, now)
             continue
         if with_faults and events[0][2] == 3:
             if i >= n_open and in_system == 0 and len(events) == faults_left:
@@ -1125,17 +1129,7 @@ def run_engine(
             rid = a
             arr[rid] = t
             in_system += 1
-            if with_faults:
-                route_up(rid, t)
-                continue
-            pos = entry_router.route(rid, entry_pool)
-            r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
-            r.outstanding += 1
-            if decode_pool is None:
-                rep_of[rid] = r.rep
-            else:
-                prep_of[rid] = r.rep
-            enqueue(r, rid, t)
+            admit(rid, t)
         elif kind == 3:
             fault(a, t)
         elif kind == 5:  # a request enters the serial preprocessing queue
