@@ -81,28 +81,29 @@ def _perf():  # type: ignore[no-untyped-def]
 # Results of the engine before faults existed (same requests, specs and seed): the
 # default path must not move. Re-measured when the H100's RMSNorm and SiLU / rotary
 # kernels got their measured bandwidths (0.40 / 0.62 of HBM from vidur's profiles instead
-# of the GEMMs' 0.96; docs/inference-validation.md §0): longer prefills, so more TTFT.
+# of the GEMMs' 0.96; docs/inference-validation.md §0): longer prefills, so more TTFT;
+# energy again when the H100's busy-power curve was measured (§1d): less power in decode.
 _GOLDEN = {
     ("sarathi", 3, "least_outstanding"): (
         35.90676886336155,
         741.9026347836968,
         6.065959997632577,
         287,
-        38855.7753041347,
+        34556.76487469823,
     ),
     ("vllm", 2, "round_robin"): (
         482.9232751939525,
         1321.106335102922,
         50.090459119940675,
         150,
-        34198.3756810972,
+        29971.479990274114,
     ),
     ("orca", 2, "power_of_two"): (
         391.29956533714784,
         1180.9773087168257,
         38.554932654452614,
         145,
-        32850.33994592338,
+        28952.12499056809,
     ),
 }
 

@@ -388,6 +388,7 @@ def calibrate_cmd(
     profiles: list[Path] = typer.Argument(..., help="vidur-format mlp.csv profiles."),
     gpu: str = typer.Option("h100", "--gpu", "-g", help="GPU the profiles were measured on."),
     network: Path | None = typer.Option(None, "--network", help="vidur all_reduce.csv."),
+    attention: Path | None = typer.Option(None, "--attention", help="vidur attention.csv."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Efficiency YAML to write."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     json_out: bool = JsonOption,
@@ -401,11 +402,16 @@ def calibrate_cmd(
     g = inference.gpu_spec(gpu)
     with recorded_run(
         "inference calibrate",
-        {"gpu": gpu, "profiles": [str(p) for p in profiles], "network": str(network)},
+        {
+            "gpu": gpu,
+            "profiles": [str(p) for p in profiles],
+            "network": str(network),
+            "attention": str(attention),
+        },
         [*profiles],
     ) as run:
         with err.status("fitting…"):
-            eff, stats = inference.calibrate(g, profiles, network=network)
+            eff, stats = inference.calibrate(g, profiles, network=network, attention=attention)
         run.log_metrics(stats)
         if output is not None:
             output.write_text(yaml.safe_dump(eff.model_dump(), sort_keys=False))
@@ -489,14 +495,27 @@ def profile_cmd(
     output: Path = typer.Option(
         Path("mlp.csv"), "--output", "-o", help="vidur-format CSV to write."
     ),
+    attention: bool = typer.Option(
+        True, "--attention/--no-attention", help="Also time attention (attention.csv)."
+    ),
+    attention_output: Path | None = typer.Option(
+        None,
+        "--attention-output",
+        help="vidur-format attention CSV (default: attention.csv beside OUTPUT).",
+    ),
+    max_context: int = typer.Option(
+        16384, "--max-context", help="Longest sequence in the attention grid (tokens)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Time a model's operators on this machine and write vidur's mlp.csv format."""
+    """Time a model's operators on this machine and write vidur's mlp.csv and attention.csv."""
     from fleetlab import inference
 
+    att_path = (attention_output or output.with_name("attention.csv")) if attention else None
     _refuse_overwrite(output, force)
-    timer: inference.OperatorTimer = (
+    _refuse_overwrite(att_path, force)
+    timer: inference.NumpyTimer | inference.TorchTimer = (
         inference.NumpyTimer() if device == "cpu" else inference.TorchTimer(device)
     )
     with recorded_run(
@@ -507,10 +526,25 @@ def profile_cmd(
             table = inference.profile_operators(
                 model, timer=timer, tp_degrees=tp, token_counts=tokens, repeats=repeats
             )
+        output.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(output)
         run.add_artifact("mlp.csv", output)
+        summary: dict[str, object] = {"output": str(output), "rows": table.height}
+        if att_path is not None:
+            with err.status("profiling attention…"):
+                att = inference.profile_attention(
+                    model, timer=timer, tp_degrees=tp, max_model_len=max_context, repeats=repeats
+                )
+            att_path.parent.mkdir(parents=True, exist_ok=True)
+            att.write_csv(att_path)
+            run.add_artifact("attention.csv", att_path)
+            summary |= {
+                "attention_output": str(att_path),
+                "attention_rows": att.height,
+                "attention_backends": ", ".join(sorted(set(att["attention_backend"]))),
+            }
+        summary["device"] = device
         run.log_metrics({"rows": table.height})
-    summary = {"output": str(output), "rows": table.height, "device": device}
     if json_out:
         print_json(summary)
     else:

@@ -7,12 +7,24 @@ power, energy and cost.
 """
 
 from fleetlab.inference._arrivals import poisson_requests, retime
-from fleetlab.inference._calibrate import calibrate, read_vidur_compute, read_vidur_network
+from fleetlab.inference._calibrate import (
+    calibrate,
+    read_vidur_attention,
+    read_vidur_compute,
+    read_vidur_network,
+)
 from fleetlab.inference._config import ClusterSpec, Frontend, ReplicaSpec, Slo
 from fleetlab.inference._engine import Router, make_router
 from fleetlab.inference._memory import MemoryPlan, memory_plan
 from fleetlab.inference._perf import IterationModel, compile_model
-from fleetlab.inference._profile import NumpyTimer, OperatorTimer, TorchTimer, profile_operators
+from fleetlab.inference._profile import (
+    AttentionShape,
+    NumpyTimer,
+    OperatorTimer,
+    TorchTimer,
+    profile_attention,
+    profile_operators,
+)
 from fleetlab.inference._report import simulation_report
 from fleetlab.inference._simulate import SimResult, simulate
 from fleetlab.inference._specs import (
@@ -29,6 +41,7 @@ from fleetlab.inference._tour import tour_stop
 from fleetlab.inference._validate import validate_splitwise
 
 __all__ = [
+    "AttentionShape",
     "ClusterSpec",
     "Efficiency",
     "Frontend",
@@ -53,7 +66,9 @@ __all__ = [
     "memory_plan",
     "model_spec",
     "poisson_requests",
+    "profile_attention",
     "profile_operators",
+    "read_vidur_attention",
     "read_vidur_compute",
     "read_vidur_network",
     "retime",

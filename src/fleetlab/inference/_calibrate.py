@@ -22,7 +22,14 @@ from fleetlab.errors import DataNotFoundError, InputFormatError
 from fleetlab.inference._perf import allreduce_time, gemm_time
 from fleetlab.inference._specs import Efficiency, GpuSpec
 
-__all__ = ["VIDUR_GEMM_OPS", "calibrate", "read_vidur_compute", "read_vidur_network"]
+__all__ = [
+    "VIDUR_GEMM_OPS",
+    "calibrate",
+    "fit_rate",
+    "read_vidur_attention",
+    "read_vidur_compute",
+    "read_vidur_network",
+]
 
 #: vidur operator name -> (input width, output width) as functions of the model columns
 VIDUR_GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
@@ -68,6 +75,7 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
                 expected="vidur mlp.csv columns",
                 found=df.columns[:6],
             )
+    hd = _head_dim(df, "n_head")
     rows = []
     for op in (*VIDUR_GEMM_OPS, *_ELEMENTWISE):
         col = f"time_stats.{op}.median"
@@ -78,11 +86,12 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
             pl.col("num_tokens").cast(pl.Int64),
             pl.col("num_tensor_parallel_workers").cast(pl.Int64).alias("tp"),
             *[pl.col(c) for c in _MODEL_COLS],
+            hd.alias("head_dim"),
             pl.col(col).cast(pl.Float64).alias("time_ms"),
         )
         rows.append(part)
     long = pl.concat(rows)
-    bad = long.with_row_index("row").filter(~(pl.col("time_ms") > 0))
+    bad = long.with_row_index("row").filter(_not_positive(pl.col("time_ms")))
     if bad.height:
         r = bad.row(0, named=True)
         raise InputFormatError(
@@ -93,8 +102,8 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
             expected="ms > 0",
             found=r["time_ms"],
         )
-    hd = pl.col("n_embd") / pl.col("n_head")
-    q = pl.col("n_embd") / pl.col("tp")
+    hd = pl.col("head_dim")
+    q = pl.col("n_head") * hd / pl.col("tp")
     kv = (pl.col("n_kv_head") / pl.col("tp")).clip(lower_bound=1) * hd
     inter = pl.col("n_expanded_embd") / pl.col("tp")
     up = inter * pl.when(pl.col("use_gated_mlp")).then(2).otherwise(1)
@@ -119,6 +128,146 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
     return long.with_columns(k=k.cast(pl.Float64), n=n.cast(pl.Float64)).select(
         "op", "num_tokens", "tp", "k", "n", "time_ms"
     )
+
+
+def _not_positive(col: pl.Expr) -> pl.Expr:
+    """Missing, NaN (which polars orders above every number) or <= 0."""
+    return col.is_null() | col.is_nan() | (col <= 0)
+
+
+def _head_dim(df: pl.DataFrame, heads: str) -> pl.Expr:
+    """Head width: the ``head_dim`` column fleetlab's profiler writes, else vidur's rule."""
+    if "head_dim" in df.columns:
+        return pl.col("head_dim").cast(pl.Float64)
+    return pl.col("n_embd") / pl.col(heads)
+
+
+_ATTENTION_COLS = (
+    "n_embd",
+    "n_q_head",
+    "n_kv_head",
+    "num_tensor_parallel_workers",
+    "batch_size",
+    "prefill_chunk_size",
+    "kv_cache_size",
+    "is_prefill",
+)
+
+
+def read_vidur_attention(path: Path) -> pl.DataFrame:
+    """Read a vidur ``attention.csv`` profile into the work and time of each row.
+
+    Parameters
+    ----------
+    path : Path
+        An attention profile in vidur's format (``fleetlab inference profile`` writes one).
+
+    Returns
+    -------
+    pl.DataFrame
+        Columns is_prefill, backend (``attention_backend``, or "unknown"), tp, batch_size,
+        prefill_chunk_size, kv_cache_size,
+        pair_flops (causal query-key pairs × 4 × query heads per GPU × head width: the
+        FLOPs of a prefill row), kv_bytes (bf16 keys and values read by a decode row),
+        time_ms (the row's phase, median).
+
+    Raises
+    ------
+    DataNotFoundError
+        The file does not exist.
+    InputFormatError
+        A required column is missing or a row's time is not a positive number.
+    """
+    if not Path(path).exists():
+        raise DataNotFoundError(f"{path}: no such profile")
+    df = pl.read_csv(path, infer_schema_length=10000)
+    need = [*_ATTENTION_COLS, "time_stats.attn_prefill.median", "time_stats.attn_decode.median"]
+    for col in need:
+        if col not in df.columns:
+            raise InputFormatError(
+                path,
+                "missing column",
+                field=col,
+                expected="vidur attention.csv columns",
+                found=df.columns[:6],
+            )
+    prefill = pl.col("is_prefill").cast(pl.Utf8).str.to_lowercase() == "true"
+    time_ms = (
+        pl.when(prefill)
+        .then(pl.col("time_stats.attn_prefill.median"))
+        .otherwise(pl.col("time_stats.attn_decode.median"))
+        .cast(pl.Float64)
+    )
+    long = df.select(
+        prefill.alias("is_prefill"),
+        pl.col("num_tensor_parallel_workers").cast(pl.Int64).alias("tp"),
+        *[pl.col(c).cast(pl.Int64) for c in _ATTENTION_COLS[:3]],
+        *[pl.col(c).cast(pl.Int64) for c in _ATTENTION_COLS[4:7]],
+        _head_dim(df, "n_q_head").alias("head_dim"),
+        (
+            pl.col("attention_backend").cast(pl.Utf8)
+            if "attention_backend" in df.columns
+            else pl.lit("unknown")
+        ).alias("backend"),
+        time_ms.alias("time_ms"),
+    )
+    bad = long.with_row_index("row").filter(_not_positive(pl.col("time_ms")))
+    if bad.height:
+        r = bad.row(0, named=True)
+        phase = "attn_prefill" if r["is_prefill"] else "attn_decode"
+        raise InputFormatError(
+            path,
+            "attention time must be positive",
+            row=int(r["row"]) + 1,
+            field=f"time_stats.{phase}.median",
+            expected="ms > 0",
+            found=r["time_ms"],
+        )
+    dh = pl.col("head_dim")
+    hq = pl.col("n_q_head") / pl.col("tp")
+    hkv = (pl.col("n_kv_head") / pl.col("tp")).clip(lower_bound=1)
+    c, k, b = pl.col("prefill_chunk_size"), pl.col("kv_cache_size"), pl.col("batch_size")
+    pairs = b * (c * k + c * (c + 1) / 2)
+    return long.select(
+        "is_prefill",
+        "backend",
+        "tp",
+        "batch_size",
+        "prefill_chunk_size",
+        "kv_cache_size",
+        (pairs * 4.0 * hq * dh).alias("pair_flops"),
+        (b * (k + 1) * 2.0 * hkv * dh * 2.0).alias("kv_bytes"),
+        "time_ms",
+    )
+
+
+def fit_rate(
+    work: np.ndarray, seconds: np.ndarray, peak: float, *, guess: float = 0.5
+) -> tuple[float, float, float]:
+    """Fit ``seconds = fixed + work / (peak · efficiency)`` by robust least squares on log time.
+
+    The form of FlashAttention prefill (work: FLOPs, peak: FLOP/s) and of decode
+    attention (work: KV bytes, peak: HBM bytes/s) in fleetlab's model.
+
+    Returns
+    -------
+    (float, float, float)
+        Efficiency (fraction of ``peak``, at most 1), fixed cost in seconds, MAPE in
+        percent of the fitted times.
+    """
+
+    def pred(x: np.ndarray) -> np.ndarray:
+        return x[1] * 1e-6 + work / (peak * min(x[0], 1.0))
+
+    x = least_squares(
+        lambda x: np.log(pred(x)) - np.log(seconds),
+        np.array([guess, 10.0]),
+        bounds=([0.01, 0.0], [1.0, 500.0]),
+        loss="soft_l1",
+        f_scale=0.2,
+    ).x
+    mape = float(np.mean(np.abs(pred(x) - seconds) / seconds) * 100)
+    return float(min(x[0], 1.0)), float(x[1]) * 1e-6, mape
 
 
 def read_vidur_network(path: Path) -> pl.DataFrame:
@@ -208,6 +357,7 @@ def calibrate(
     compute: Sequence[Path],
     *,
     network: Path | None = None,
+    attention: Path | None = None,
 ) -> tuple[Efficiency, dict[str, float]]:
     """Fit ``gpu``'s efficiency parameters to vidur-format profiles.
 
@@ -219,11 +369,18 @@ def calibrate(
         One or more ``mlp.csv`` files (any models, any TP degrees).
     network : Path, optional
         An ``all_reduce.csv`` measured on the same kind of node.
+    attention : Path, optional
+        An ``attention.csv`` (vidur's format; ``fleetlab inference profile`` writes one):
+        fits ``attn_prefill`` (fraction of peak bf16 FLOP/s) and ``attn_decode``
+        (fraction of HBM bandwidth), each with a fixed cost per call, as
+        :func:`~fleetlab.inference.calibrate_kernels` does on aiconfigurator's tables,
+        and keeps the most efficient of the backends the profile records.
 
     Returns
     -------
     (Efficiency, dict)
-        The calibrated efficiencies (attention and CPU overheads keep ``gpu``'s values)
+        The calibrated efficiencies (CPU overheads, and attention unless ``attention``
+        is given, keep ``gpu``'s values)
         and fit statistics: ``gemm_mape``, ``norm_mape``, ``elementwise_mape``,
         ``network_mape`` (percent), row counts. ``norm_efficiency`` is fitted to the
         profiles' RMSNorm rows, ``elementwise_efficiency`` to their residual-add,
@@ -312,4 +469,37 @@ def calibrate(
         eff = make_net(nfit.x)
         stats["network_rows"] = float(net.height)
         stats["network_mape"] = float(np.mean(np.abs(net_pred(eff) - t_ms) / t_ms) * 100)
+    if attention is not None:
+        eff = eff.model_copy(update=_fit_attention(Path(attention), gpu, stats))
     return eff, stats
+
+
+def _fit_attention(path: Path, gpu: GpuSpec, stats: dict[str, float]) -> dict[str, float]:
+    """``attn_prefill`` / ``attn_decode`` of the fastest kernel in an attention profile.
+
+    Each phase is fitted per recorded backend (of at least 8 rows) and the most efficient
+    one is kept: a serving engine runs its best kernel, while PyTorch offers its fastest
+    (cuDNN on an H100) only for some shapes. Fit statistics of the kept backend go into ``stats``.
+    """
+    att = read_vidur_attention(path)
+    fits: dict[str, float] = {}
+    for phase, work, peak, guess in (
+        ("prefill", "pair_flops", gpu.peak_flops("bf16"), 0.4),
+        ("decode", "kv_bytes", gpu.hbm_bytes_per_s, 0.6),
+    ):
+        rows = att.filter(pl.col("is_prefill") == (phase == "prefill"))
+        counts = rows["backend"].value_counts()
+        # a backend that ran only a few shapes says little about the curve
+        enough = counts.filter(pl.col("count") >= min(8, counts["count"].max() or 0))
+        for backend in sorted(enough["backend"]):
+            sel = rows.filter(pl.col("backend") == backend)
+            e, fixed, mape = fit_rate(
+                sel[work].to_numpy(), sel["time_ms"].to_numpy() * 1e-3, peak, guess=guess
+            )
+            if e <= fits.get(f"attn_{phase}", 0.0):
+                continue
+            fits[f"attn_{phase}"] = e
+            stats[f"{phase}_attention_rows"] = float(sel.height)
+            stats[f"{phase}_attention_mape"] = mape
+            stats[f"{phase}_attention_fixed_us"] = fixed * 1e6
+    return fits

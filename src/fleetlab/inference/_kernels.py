@@ -25,6 +25,7 @@ import polars as pl
 from scipy.optimize import least_squares
 
 from fleetlab.errors import DataNotFoundError, InputFormatError
+from fleetlab.inference._calibrate import fit_rate
 from fleetlab.inference._perf import allreduce_time, gemm_time
 from fleetlab.inference._specs import Efficiency, GpuSpec, gpu_spec
 
@@ -283,20 +284,11 @@ def calibrate_kernels(
         * ctx["head_dim"].to_numpy()
     )
     t_ctx = ctx["latency"].to_numpy() * 1e-3
-    bf16_peak = g.peak_flops("bf16")
 
-    def ctx_pred(x: np.ndarray) -> np.ndarray:
-        return x[1] * 1e-6 + pair_flops / (bf16_peak * min(x[0], 1.0))
-
-    xc = _fit(
-        lambda x: np.log(ctx_pred(x)) - np.log(t_ctx),
-        np.array([0.4, 10.0]),
-        [0.01, 0.0],
-        [1.0, 500.0],
-    )
+    e_ctx, fixed_ctx, mape_ctx = fit_rate(pair_flops, t_ctx, g.peak_flops("bf16"), guess=0.4)
     stats["prefill_attention_rows"] = float(ctx.height)
-    stats["prefill_attention_mape"] = _mape(ctx_pred(xc), t_ctx)
-    stats["prefill_attention_fixed_us"] = float(xc[1])
+    stats["prefill_attention_mape"] = mape_ctx
+    stats["prefill_attention_fixed_us"] = fixed_ctx * 1e6
 
     # -- decode attention
     gen = read_kernel_table(g.name, "generation_attention", backend=backend, root=root).filter(
@@ -316,21 +308,11 @@ def calibrate_kernels(
     )
     t_gen = gen["latency"].to_numpy() * 1e-3
 
-    def gen_pred(x: np.ndarray) -> np.ndarray:
-        return x[1] * 1e-6 + kv_bytes / (g.hbm_bytes_per_s * min(x[0], 1.0))
-
-    xd = _fit(
-        lambda x: np.log(gen_pred(x)) - np.log(t_gen),
-        np.array([0.6, 10.0]),
-        [0.01, 0.0],
-        [1.0, 500.0],
-    )
+    e_gen, fixed_gen, mape_gen = fit_rate(kv_bytes, t_gen, g.hbm_bytes_per_s, guess=0.6)
     stats["decode_attention_rows"] = float(gen.height)
-    stats["decode_attention_mape"] = _mape(gen_pred(xd), t_gen)
-    stats["decode_attention_fixed_us"] = float(xd[1])
-    eff = eff.model_copy(
-        update={"attn_prefill": float(min(xc[0], 1.0)), "attn_decode": float(min(xd[0], 1.0))}
-    )
+    stats["decode_attention_mape"] = mape_gen
+    stats["decode_attention_fixed_us"] = fixed_gen * 1e6
+    eff = eff.model_copy(update={"attn_prefill": e_ctx, "attn_decode": e_gen})
 
     # -- all-reduce (CUDA-graph custom all-reduce, as serving engines run it)
     try:

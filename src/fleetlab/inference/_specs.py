@@ -241,8 +241,10 @@ class GpuSpec(BaseModel):
         ``idle_w + (tdp_w - idle_w) * min(1, base + k_mem * u_mem + k_compute * u_compute)``
         with ``u_compute`` achieved / peak FLOP/s and ``u_mem`` achieved / peak HBM bytes/s.
         Decode, which streams weights and KV, draws power with the bandwidth it uses;
-        compute-bound prefill reaches the TDP. The coefficients were set on Splitwise's
-        Llama2-70B A100 rows (perf_model.csv) and checked on its BLOOM-176B rows.
+        compute-bound prefill reaches the TDP. The default coefficients were set on
+        Splitwise's Llama2-70B A100 rows (perf_model.csv) and checked on its BLOOM-176B
+        rows; the H100's (and H200's) were measured on an H100 SXM
+        (docs/inference-validation.md §1d).
         """
         level = (
             self.power_base
@@ -462,6 +464,11 @@ _GPUS: tuple[GpuSpec, ...] = (
         tdp_w=700,
         idle_w=90,
         usd_per_hour=3.0,
+        # busy-power curve measured on an H100 SXM (benchmarks/gpu_power.py: GEMMs from
+        # weight-streaming to compute-bound, NVML energy); the H200 shares its GH100 die
+        # and 700 W limit and borrows the curve (not measured)
+        power_per_memory_util=0.59,
+        power_per_compute_util=1.6,
         efficiency=_H100_EFF,
     ),
     GpuSpec(
@@ -475,6 +482,11 @@ _GPUS: tuple[GpuSpec, ...] = (
         tdp_w=700,
         idle_w=90,
         usd_per_hour=3.8,
+        # busy-power curve measured on an H100 SXM (benchmarks/gpu_power.py: GEMMs from
+        # weight-streaming to compute-bound, NVML energy); the H200 shares its GH100 die
+        # and 700 W limit and borrows the curve (not measured)
+        power_per_memory_util=0.59,
+        power_per_compute_util=1.6,
         efficiency=_H200_EFF,
     ),
     GpuSpec(
