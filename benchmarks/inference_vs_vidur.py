@@ -175,6 +175,7 @@ VIDUR_LIKE = gpu_spec("h100").efficiency.model_copy(
         "per_seq_overhead_s": 0.0,
         "attn_prefill": 0.6,
         "attn_decode": 0.8,
+        "attn_query_s": 0.0,
     }
 )
 

@@ -82,28 +82,29 @@ def _perf():  # type: ignore[no-untyped-def]
 # default path must not move. Re-measured when the H100's RMSNorm and SiLU / rotary
 # kernels got their measured bandwidths (0.40 / 0.62 of HBM from vidur's profiles instead
 # of the GEMMs' 0.96; docs/inference-validation.md §0): longer prefills, so more TTFT;
-# energy again when the H100's busy-power curve was measured (§1d): less power in decode.
+# energy again when the H100's busy-power curve was measured (§1d): less power in decode;
+# all again when attention got its per-query cost (attn_query_s, §0).
 _GOLDEN = {
     ("sarathi", 3, "least_outstanding"): (
-        35.90676886336155,
-        741.9026347836968,
-        6.065959997632577,
-        287,
-        34556.76487469823,
+        36.43462608571,
+        738.0886823537883,
+        5.907579767471334,
+        302,
+        34329.629514236556,
     ),
     ("vllm", 2, "round_robin"): (
-        482.9232751939525,
-        1321.106335102922,
-        50.090459119940675,
+        479.97296549337807,
+        1316.8224063087125,
+        48.484074150465304,
         150,
-        29971.479990274114,
+        29961.939747190492,
     ),
     ("orca", 2, "power_of_two"): (
-        391.29956533714784,
-        1180.9773087168257,
-        38.554932654452614,
-        145,
-        28952.12499056809,
+        396.7345296027921,
+        1185.117890657448,
+        40.38825652091798,
+        151,
+        29069.47187449713,
     ),
 }
 

@@ -168,8 +168,9 @@ def read_vidur_attention(path: Path) -> pl.DataFrame:
         Columns is_prefill, backend (``attention_backend``, or "unknown"), tp, batch_size,
         prefill_chunk_size, kv_cache_size,
         pair_flops (causal query-key pairs × 4 × query heads per GPU × head width: the
-        FLOPs of a prefill row), kv_bytes (bf16 keys and values read by a decode row),
-        time_ms (the row's phase, median).
+        FLOPs of a prefill row), query_heads (query tokens × query heads per GPU),
+        kv_bytes (bf16 keys and values read by a decode row), time_ms (the row's phase,
+        median).
 
     Raises
     ------
@@ -236,38 +237,65 @@ def read_vidur_attention(path: Path) -> pl.DataFrame:
         "prefill_chunk_size",
         "kv_cache_size",
         (pairs * 4.0 * hq * dh).alias("pair_flops"),
+        (b * pl.when(pl.col("is_prefill")).then(c).otherwise(1) * hq).alias("query_heads"),
         (b * (k + 1) * 2.0 * hkv * dh * 2.0).alias("kv_bytes"),
         "time_ms",
     )
 
 
 def fit_rate(
-    work: np.ndarray, seconds: np.ndarray, peak: float, *, guess: float = 0.5
-) -> tuple[float, float, float]:
-    """Fit ``seconds = fixed + work / (peak · efficiency)`` by robust least squares on log time.
+    work: np.ndarray,
+    seconds: np.ndarray,
+    peak: float,
+    *,
+    guess: float = 0.5,
+    units: np.ndarray | None = None,
+    unit_s: float | None = None,
+) -> tuple[float, float, float, float]:
+    """Fit ``seconds = fixed + units · unit_s + work / (peak · efficiency)`` on log time.
 
-    The form of FlashAttention prefill (work: FLOPs, peak: FLOP/s) and of decode
-    attention (work: KV bytes, peak: HBM bytes/s) in fleetlab's model.
+    The form of FlashAttention prefill (work: FLOPs, units: query tokens × query heads)
+    and of decode attention (work: KV bytes) in fleetlab's model. Robust least squares
+    (soft L1 on log residuals).
+
+    Parameters
+    ----------
+    work, seconds : ndarray
+        Work and measured time of each call.
+    peak : float
+        Peak rate of the work (FLOP/s or bytes/s).
+    guess : float
+        Starting efficiency.
+    units, unit_s : ndarray, float, optional
+        Per-call counts with a cost of their own: ``unit_s`` is fitted when None and held
+        at the given value otherwise; without ``units`` there is no such term.
 
     Returns
     -------
-    (float, float, float)
-        Efficiency (fraction of ``peak``, at most 1), fixed cost in seconds, MAPE in
-        percent of the fitted times.
+    (float, float, float, float)
+        Efficiency (fraction of ``peak``, at most 1), fixed cost and cost per unit in
+        seconds, MAPE in percent of the fitted times.
     """
+    n = np.zeros_like(work) if units is None else np.asarray(units, dtype=np.float64)
+    free = units is not None and unit_s is None
 
     def pred(x: np.ndarray) -> np.ndarray:
-        return x[1] * 1e-6 + work / (peak * min(x[0], 1.0))
+        per_unit = x[2] * 1e-9 if free else (unit_s or 0.0)
+        return x[1] * 1e-6 + n * per_unit + work / (peak * min(x[0], 1.0))
 
+    x0, lo, hi = [guess, 10.0], [0.01, 0.0], [1.0, 500.0]
+    if free:
+        x0, lo, hi = [*x0, 0.1], [*lo, 0.0], [*hi, 1e3]
     x = least_squares(
         lambda x: np.log(pred(x)) - np.log(seconds),
-        np.array([guess, 10.0]),
-        bounds=([0.01, 0.0], [1.0, 500.0]),
+        np.array(x0),
+        bounds=(lo, hi),
         loss="soft_l1",
         f_scale=0.2,
     ).x
     mape = float(np.mean(np.abs(pred(x) - seconds) / seconds) * 100)
-    return float(min(x[0], 1.0)), float(x[1]) * 1e-6, mape
+    per_unit = float(x[2]) * 1e-9 if free else (unit_s or 0.0)
+    return float(min(x[0], 1.0)), float(x[1]) * 1e-6, per_unit, mape
 
 
 def read_vidur_network(path: Path) -> pl.DataFrame:
@@ -493,12 +521,19 @@ def _fit_attention(path: Path, gpu: GpuSpec, stats: dict[str, float]) -> dict[st
         enough = counts.filter(pl.col("count") >= min(8, counts["count"].max() or 0))
         for backend in sorted(enough["backend"]):
             sel = rows.filter(pl.col("backend") == backend)
-            e, fixed, mape = fit_rate(
-                sel[work].to_numpy(), sel["time_ms"].to_numpy() * 1e-3, peak, guess=guess
+            e, fixed, per_query, mape = fit_rate(
+                sel[work].to_numpy(),
+                sel["time_ms"].to_numpy() * 1e-3,
+                peak,
+                guess=guess,
+                units=sel["query_heads"].to_numpy(),
+                unit_s=None if phase == "prefill" else fits.get("attn_query_s", 0.0),
             )
             if e <= fits.get(f"attn_{phase}", 0.0):
                 continue
             fits[f"attn_{phase}"] = e
+            if phase == "prefill":
+                fits["attn_query_s"] = per_query
             stats[f"{phase}_attention_rows"] = float(sel.height)
             stats[f"{phase}_attention_mape"] = mape
             stats[f"{phase}_attention_fixed_us"] = fixed * 1e6

@@ -187,8 +187,10 @@ def calibrate_kernels(
 
     GEMMs: rows of LLM-like shapes (``n, k >= 1024``, ``m <= 16384``) of the given dtype,
     fitted with :func:`gemm_time` on log time. Prefill attention: causal FlashAttention
-    rows (no sliding window, head width 128), ``time = fixed + pair FLOPs / (peak ·
-    attn_prefill)``. Decode attention: ``time = fixed + KV bytes / (HBM · attn_decode)``.
+    rows (no sliding window, head width 128), ``time = fixed + query tokens × heads ×
+    attn_query_s + pair FLOPs / (peak · attn_prefill)``. Decode attention: ``time =
+    fixed + sequences × heads × attn_query_s + KV bytes / (HBM · attn_decode)``, the
+    per-query cost held at the prefill fit.
     All-reduce: the CUDA-graph custom all-reduce, ring model of :func:`allreduce_time`.
 
     Parameters
@@ -285,10 +287,14 @@ def calibrate_kernels(
     )
     t_ctx = ctx["latency"].to_numpy() * 1e-3
 
-    e_ctx, fixed_ctx, mape_ctx = fit_rate(pair_flops, t_ctx, g.peak_flops("bf16"), guess=0.4)
+    queries = ctx["batch_size"].to_numpy() * isl * ctx["num_heads"].to_numpy()
+    e_ctx, fixed_ctx, per_query, mape_ctx = fit_rate(
+        pair_flops, t_ctx, g.peak_flops("bf16"), guess=0.4, units=queries
+    )
     stats["prefill_attention_rows"] = float(ctx.height)
     stats["prefill_attention_mape"] = mape_ctx
     stats["prefill_attention_fixed_us"] = fixed_ctx * 1e6
+    stats["attention_query_ns"] = per_query * 1e9
 
     # -- decode attention
     gen = read_kernel_table(g.name, "generation_attention", backend=backend, root=root).filter(
@@ -308,11 +314,20 @@ def calibrate_kernels(
     )
     t_gen = gen["latency"].to_numpy() * 1e-3
 
-    e_gen, fixed_gen, mape_gen = fit_rate(kv_bytes, t_gen, g.hbm_bytes_per_s, guess=0.6)
+    e_gen, fixed_gen, _, mape_gen = fit_rate(
+        kv_bytes,
+        t_gen,
+        g.hbm_bytes_per_s,
+        guess=0.6,
+        units=gen["batch_size"].to_numpy() * gen["num_heads"].to_numpy(),
+        unit_s=per_query,
+    )
     stats["decode_attention_rows"] = float(gen.height)
     stats["decode_attention_mape"] = mape_gen
     stats["decode_attention_fixed_us"] = fixed_gen * 1e6
-    eff = eff.model_copy(update={"attn_prefill": e_ctx, "attn_decode": e_gen})
+    eff = eff.model_copy(
+        update={"attn_prefill": e_ctx, "attn_decode": e_gen, "attn_query_s": per_query}
+    )
 
     # -- all-reduce (CUDA-graph custom all-reduce, as serving engines run it)
     try:

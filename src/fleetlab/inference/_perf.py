@@ -275,9 +275,10 @@ def linear_ops(
     (2 RMSNorms and 2 residual adds per layer), ``rope``, ``qk_norm`` (Qwen3's per-head
     q/k RMSNorms; 0 for other models), ``activation`` (SiLU-and-multiply), ``allreduce``
     (2 TP all-reduces per layer; with EP, the all-reduce, all-to-alls and all-gather),
-    ``pp_send`` and ``embedding`` (the gather plus, under TP, the all-reduce of the
-    vocab-parallel embedding). Every entry has the shape of ``tokens`` and is 0 where
-    tokens is 0.
+    ``pp_send``, ``embedding`` (the gather plus, under TP, the all-reduce of the
+    vocab-parallel embedding) and ``attention_query`` (attention's cost per query token,
+    ``Efficiency.attn_query_s``: the part of attention that grows with the tokens, not
+    the context). Every entry has the shape of ``tokens`` and is 0 where tokens is 0.
 
     Parameters
     ----------
@@ -360,6 +361,8 @@ def linear_ops(
             )
             + allreduce_time(act_bytes, tp // ep, link_bytes_per_s=link, eff=eff)
         )
+    # attention's per-query work (every token is a query: prefill and decode alike)
+    ops["attention_query"] = t * (model.num_heads / tp) * eff.attn_query_s
     out = {name: layers * v for name, v in ops.items()}
     if pp > 1:
         pp_link = (
@@ -530,7 +533,9 @@ def prefill_breakdown(
         model, gpu, tp=tp, dtype=dtype, kv_dtype=kv_dtype, efficiency=eff
     )
     pairs = tokens * (tokens + 1) / 2.0
-    out["attention"] = per_pair * pairs + model.num_layers * 2 * eff.kernel_overhead_s
+    out["attention"] = (
+        per_pair * pairs + model.num_layers * 2 * eff.kernel_overhead_s + out.pop("attention_query")
+    )
     cpu = eff.iteration_overhead_s + eff.per_seq_overhead_s
     out["lm_head"] = (
         float(head_time(model, gpu, np.array([1.0]), tp=tp, dtype=dtype, efficiency=eff)[0]) - cpu

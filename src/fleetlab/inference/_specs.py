@@ -151,6 +151,12 @@ class Efficiency(BaseModel):
         FlashAttention prefill efficiency (fraction of peak FLOP/s).
     attn_decode : float
         Paged-attention decode efficiency (fraction of HBM bandwidth).
+    attn_query_s : float
+        Attention seconds per query token per query head (on one GPU) per layer that do
+        not grow with the context: FlashAttention's per-tile work of loading the query
+        block, rescaling the softmax and writing the output. Fitted with ``attn_prefill``
+        to prefill kernels, whose FLOP/s otherwise ramp with prompt length (the H100 FA3
+        table: 0.09 of peak at 1k tokens on 8 heads, 0.63–0.68 at 8–16k). 0 by default.
     kernel_overhead_s : float
         Launch/fixed cost per kernel, seconds (about 12 kernels per layer), as measured
         kernel by kernel (vidur's profiles).
@@ -181,6 +187,7 @@ class Efficiency(BaseModel):
     elementwise_efficiency: float | None = Field(default=None, gt=0, le=1)
     attn_prefill: float = Field(default=0.45, gt=0, le=1)
     attn_decode: float = Field(default=0.75, gt=0, le=1)
+    attn_query_s: float = Field(default=0.0, ge=0)
     kernel_overhead_s: float = Field(default=4e-6, ge=0)
     graph_kernel_overhead_s: float = Field(default=1.5e-6, ge=0)
     iteration_overhead_s: float = Field(default=1.0e-3, ge=0)
@@ -409,7 +416,8 @@ _MODELS: tuple[ModelSpec, ...] = (
 #: models, TP 1-8, *_dgx all-reduce; GEMM MAPE 9.0 % (H100) and 6.6 % (A100), all-reduce
 #: MAPE 10.1 % / 11.7 %); attention efficiencies fitted by ``calibrate_kernels`` to
 #: aiconfigurator's measured vLLM FlashAttention kernels (prefill: fraction of peak FLOP/s,
-#: decode: fraction of HBM bandwidth; vidur publishes no attention profiles). RMSNorm and
+#: with a cost per query token and head; decode: fraction of HBM bandwidth; vidur publishes
+#: no attention profiles). RMSNorm and
 #: SiLU-and-multiply / rotary bandwidth fractions: ``calibrate``'s fit to the same vidur
 #: profiles' rows of >= 16 MB (H100 0.40 / 0.62, MAPE 12.5 / 10.3 %; A100 0.36 / 0.49,
 #: 5.0 / 8.8 %); H200 keeps the H100 values (no H200 profiles)
@@ -419,21 +427,25 @@ _H100_EFF = Efficiency(
     memory=0.96,
     norm_efficiency=0.40,
     elementwise_efficiency=0.62,
-    attn_prefill=0.483,
-    attn_decode=0.815,
+    attn_prefill=0.659,
+    attn_decode=0.833,
+    attn_query_s=4.24e-10,
     kernel_overhead_s=6.5e-6,
     allreduce_latency_s=2.95e-5,
     allreduce_efficiency=0.78,
 )
-_H200_EFF = _H100_EFF.model_copy(update={"attn_decode": 0.764})
+_H200_EFF = _H100_EFF.model_copy(
+    update={"attn_prefill": 0.651, "attn_decode": 0.781, "attn_query_s": 4.06e-10}
+)
 _A100_EFF = Efficiency(
     compute_max=0.741,
     compute_half_tokens=82.0,
     memory=0.81,
     norm_efficiency=0.36,
     elementwise_efficiency=0.49,
-    attn_prefill=0.452,
-    attn_decode=0.635,
+    attn_prefill=0.555,
+    attn_decode=0.653,
+    attn_query_s=7.29e-10,
     kernel_overhead_s=6.8e-6,
     allreduce_latency_s=4.17e-5,
     allreduce_efficiency=0.53,
