@@ -278,3 +278,50 @@ def test_attention_query_cost_is_linear_in_the_batch_tokens() -> None:
     for t in (1, 64, 4096):
         extra = with_q.time(t, 0.0, 0.0, 1) - without.time(t, 0.0, 0.0, 1)
         assert extra == pytest.approx(per_token * t, rel=1e-9)
+
+
+def test_cli_calibrate_writes_a_gpu_spec_that_simulate_runs_with(tmp_path: Path) -> None:
+    """The profile -> calibrate -> simulate path a user takes with their own GPU."""
+    runner = CliRunner()
+    env = {"FLEETLAB_HOME": str(tmp_path / "home")}
+    prof = H100_RUN / "llama-3.1-8b"
+    gpu_yaml = tmp_path / "h100-mine.yaml"
+    res = runner.invoke(
+        app,
+        [
+            "inference",
+            "calibrate",
+            str(prof / "mlp.csv"),
+            "--attention",
+            str(prof / "attention.csv"),
+            "--gpu",
+            "h100",
+            "-o",
+            str(gpu_yaml),
+            "--json",
+        ],
+        env=env,
+    )
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(res.stdout)["efficiency"]
+    sim = [
+        "inference",
+        "simulate",
+        "--model",
+        "llama-3.1-8b",
+        "--qps",
+        "4",
+        "-n",
+        "40",
+        "--seed",
+        "1",
+        "--json",
+    ]
+    mine = runner.invoke(app, [*sim, "--gpu", str(gpu_yaml)], env=env)
+    assert mine.exit_code == 0, mine.output
+    stock = runner.invoke(app, [*sim, "--gpu", "h100"], env=env)
+    assert stock.exit_code == 0, stock.output
+    assert fitted["attn_decode"] != gpu_spec("h100").efficiency.attn_decode
+    # same requests, other efficiencies: other latencies
+    ttft = [json.loads(r.stdout)["metrics"]["ttft_p50_s"] for r in (mine, stock)]
+    assert ttft[0] != ttft[1]

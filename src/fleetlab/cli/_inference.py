@@ -389,11 +389,19 @@ def calibrate_cmd(
     gpu: str = typer.Option("h100", "--gpu", "-g", help="GPU the profiles were measured on."),
     network: Path | None = typer.Option(None, "--network", help="vidur all_reduce.csv."),
     attention: Path | None = typer.Option(None, "--attention", help="vidur attention.csv."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Efficiency YAML to write."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="GPU spec YAML to write (the GPU with these efficiencies; pass it as --gpu).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
     json_out: bool = JsonOption,
 ) -> None:
-    """Fit the roofline efficiencies to operator profiles (vidur's CSV format)."""
+    """Fit the roofline efficiencies to operator profiles (vidur's CSV format).
+
+    The output is a whole GPU spec, so `inference simulate --gpu OUTPUT` runs with it.
+    """
     import yaml
 
     from fleetlab import inference
@@ -414,7 +422,9 @@ def calibrate_cmd(
             eff, stats = inference.calibrate(g, profiles, network=network, attention=attention)
         run.log_metrics(stats)
         if output is not None:
-            output.write_text(yaml.safe_dump(eff.model_dump(), sort_keys=False))
+            spec = g.model_copy(update={"efficiency": eff})
+            output.write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+            run.add_artifact(output.name, output)
     if json_out:
         print_json({"efficiency": eff.model_dump(), "fit": stats})
         return
