@@ -491,6 +491,52 @@ def validate_cmd(
             )
 
 
+@app.command("profile-network")
+def profile_network_cmd(
+    collective: str = typer.Option(
+        "all_reduce", "--collective", help="all_reduce (TP) or send_recv (PP, 2 GPUs)."
+    ),
+    workers: list[int] = typer.Option(
+        [2, 4, 8], "--workers", help="GPU counts to time (repeatable; at most the visible GPUs)."
+    ),
+    device: str = typer.Option("cuda", "--device", help="cuda (NCCL) or cpu (gloo)."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed calls per size."),
+    output: Path = typer.Option(
+        Path("all_reduce.csv"), "--output", "-o", help="vidur-format CSV to write."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Time collectives between this machine's GPUs and write vidur's network CSV."""
+    from fleetlab.inference._collectives import profile_collectives
+
+    if collective not in ("all_reduce", "send_recv"):
+        raise ConfigError(f"--collective: expected all_reduce or send_recv, found {collective!r}")
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"--device: expected cuda or cpu, found {device!r}")
+    _refuse_overwrite(output, force)
+    with recorded_run(
+        "inference profile-network",
+        {"collective": collective, "workers": workers, "device": device, "repeats": repeats},
+    ) as run:
+        with err.status(f"timing {collective} on {', '.join(map(str, workers))} workers…"):
+            table = profile_collectives(
+                collective=collective,  # type: ignore[arg-type]
+                world_sizes=workers,
+                repeats=repeats,
+                device=device,  # type: ignore[arg-type]
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table.write_csv(output)
+        run.add_artifact(output.name, output)
+        run.log_metrics({"rows": table.height})
+    summary = {"output": str(output), "rows": table.height, "collective": collective}
+    if json_out:
+        print_json(summary)
+    else:
+        out.print(kv_table(summary, title="Network profile"))
+
+
 @app.command("profile")
 def profile_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model whose operators are timed."),
