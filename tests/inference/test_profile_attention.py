@@ -325,3 +325,26 @@ def test_cli_calibrate_writes_a_gpu_spec_that_simulate_runs_with(tmp_path: Path)
     # same requests, other efficiencies: other latencies
     ttft = [json.loads(r.stdout)["metrics"]["ttft_p50_s"] for r in (mine, stock)]
     assert ttft[0] != ttft[1]
+
+
+def test_compute_reader_names_the_files_row_and_operator(tmp_path: Path) -> None:
+    table = profile_operators_tiny()
+    bad = table.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(float("nan"))
+        .otherwise(pl.col("time_stats.mlp_down_proj.median"))
+        .alias("time_stats.mlp_down_proj.median")
+    )
+    path = tmp_path / "mlp.csv"
+    bad.write_csv(path)
+    with pytest.raises(InputFormatError) as e:
+        read_vidur_compute(path)
+    assert "row 3" in str(e.value) and "mlp_down_proj" in str(e.value)
+
+
+def profile_operators_tiny() -> pl.DataFrame:
+    from fleetlab.inference import profile_operators
+
+    return profile_operators(
+        TINY, timer=NumpyTimer(seed=1), tp_degrees=[1], token_counts=[1, 2, 4, 8], repeats=1
+    )

@@ -11,7 +11,7 @@ least squares on log time (relative error), and returns a new :class:`Efficiency
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +76,14 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
                 found=df.columns[:6],
             )
     hd = _head_dim(df, "n_head")
+    df = df.with_row_index("row")
     rows = []
     for op in (*VIDUR_GEMM_OPS, *_ELEMENTWISE):
         col = f"time_stats.{op}.median"
         if col not in df.columns:
             continue
         part = df.select(
+            "row",
             pl.lit(op).alias("op"),
             pl.col("num_tokens").cast(pl.Int64),
             pl.col("num_tensor_parallel_workers").cast(pl.Int64).alias("tp"),
@@ -91,17 +93,7 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
         )
         rows.append(part)
     long = pl.concat(rows)
-    bad = long.with_row_index("row").filter(_not_positive(pl.col("time_ms")))
-    if bad.height:
-        r = bad.row(0, named=True)
-        raise InputFormatError(
-            path,
-            "operator time must be positive",
-            row=int(r["row"]) + 1,
-            field=f"time_stats.{r['op']}.median",
-            expected="ms > 0",
-            found=r["time_ms"],
-        )
+    _check_times(long, path, lambda r: f"time_stats.{r['op']}.median")
     hd = pl.col("head_dim")
     q = pl.col("n_head") * hd / pl.col("tp")
     kv = (pl.col("n_kv_head") / pl.col("tp")).clip(lower_bound=1) * hd
@@ -130,9 +122,23 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
     )
 
 
-def _not_positive(col: pl.Expr) -> pl.Expr:
-    """Missing, NaN (which polars orders above every number) or <= 0."""
-    return col.is_null() | col.is_nan() | (col <= 0)
+def _check_times(long: pl.DataFrame, path: Path, field: Callable[[dict], str]) -> None:
+    """Name the first row (of the file) whose ``time_ms`` is missing, NaN or <= 0.
+
+    NaN needs its own test: polars orders it above every number, so ``NaN > 0`` holds.
+    """
+    t = pl.col("time_ms")
+    bad = long.filter(t.is_null() | t.is_nan() | (t <= 0))
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise InputFormatError(
+            path,
+            "time must be a positive number",
+            row=int(r["row"]) + 1,
+            field=field(r),
+            expected="ms > 0",
+            found=r["time_ms"],
+        )
 
 
 def _head_dim(df: pl.DataFrame, heads: str) -> pl.Expr:
@@ -212,18 +218,11 @@ def read_vidur_attention(path: Path) -> pl.DataFrame:
         ).alias("backend"),
         time_ms.alias("time_ms"),
     )
-    bad = long.with_row_index("row").filter(_not_positive(pl.col("time_ms")))
-    if bad.height:
-        r = bad.row(0, named=True)
-        phase = "attn_prefill" if r["is_prefill"] else "attn_decode"
-        raise InputFormatError(
-            path,
-            "attention time must be positive",
-            row=int(r["row"]) + 1,
-            field=f"time_stats.{phase}.median",
-            expected="ms > 0",
-            found=r["time_ms"],
-        )
+    _check_times(
+        long.with_row_index("row"),
+        path,
+        lambda r: f"time_stats.attn_{'prefill' if r['is_prefill'] else 'decode'}.median",
+    )
     dh = pl.col("head_dim")
     hq = pl.col("n_q_head") / pl.col("tp")
     hkv = (pl.col("n_kv_head") / pl.col("tp")).clip(lower_bound=1)
