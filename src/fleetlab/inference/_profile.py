@@ -448,7 +448,8 @@ def profile_attention(
     tp_degrees, prefill_chunks, prefix_lengths, decode_batches, decode_contexts : ints
         The grid.
     max_model_len, max_kv_tokens : int
-        Limits on one sequence and on a decode batch, in tokens.
+        Limits on one sequence (at most the model's context window) and on a decode
+        batch, in tokens.
     block_size : int
         KV block size recorded in the table (the timed caches are contiguous).
     repeats : int
@@ -471,6 +472,7 @@ def profile_attention(
     spec = model_spec(model)
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1 (found {repeats})")
+    max_model_len = min(max_model_len, spec.max_context)
     grid: list[tuple[bool, int, int, int]] = [  # (is_prefill, batch, chunk, cached)
         (True, 1, c, k)
         for c in prefill_chunks
