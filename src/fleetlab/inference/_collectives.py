@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import polars as pl
 
 from fleetlab.errors import ConfigError
+from fleetlab.inference._profile import _stats
 
 __all__ = ["profile_collectives"]
 
@@ -158,16 +158,11 @@ def profile_collectives(
             args = (world, _free_port(), device, collective, list(sizes), repeats, out)
             mp.spawn(_worker, args=args, nprocs=world, join=True)
             rows = json.loads(Path(out).read_text())
-        prefix = f"time_stats.{collective}"
         frames.append(
             pl.DataFrame(
                 [
                     {
-                        f"{prefix}.min": float(np.min(r["samples"])),
-                        f"{prefix}.max": float(np.max(r["samples"])),
-                        f"{prefix}.mean": float(np.mean(r["samples"])),
-                        f"{prefix}.median": float(np.median(r["samples"])),
-                        f"{prefix}.std": float(np.std(r["samples"])),
+                        **_stats(collective, r["samples"]),
                         "rank": 0,
                         "num_workers": world,
                         "size": r["size"],
