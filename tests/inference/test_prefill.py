@@ -114,6 +114,7 @@ def test_embedding_all_reduce_only_under_tensor_parallelism() -> None:
         ("qwen3-32b", "Qwen--Qwen3-32B_config.json"),
         ("llama-3.1-8b", "meta-llama--Meta-Llama-3.1-8B_config.json"),
         ("llama-3.1-70b", "meta-llama--Meta-Llama-3.1-70B_config.json"),
+        ("qwen3-235b-a22b", "Qwen--Qwen3-235B-A22B-FP8_config.json"),
     ],
 )
 def test_specs_match_the_public_config_json(name: str, config: str) -> None:
@@ -127,11 +128,14 @@ def test_specs_match_the_public_config_json(name: str, config: str) -> None:
     assert m.num_heads == cfg["num_attention_heads"]
     assert m.num_kv_heads == cfg["num_key_value_heads"]
     assert m.dhead == cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
-    assert m.intermediate_size == cfg["intermediate_size"]
+    # an MoE model's intermediate size is one expert's
+    assert m.intermediate_size == cfg.get("moe_intermediate_size", cfg["intermediate_size"])
+    assert m.num_experts == cfg.get("num_experts", 1)
+    assert m.experts_per_token == cfg.get("num_experts_per_tok", 1)
     assert m.vocab_size == cfg["vocab_size"]
     assert m.max_context == cfg["max_position_embeddings"]
     assert m.tied_embeddings == cfg.get("tie_word_embeddings", False)
-    assert m.qk_norm == (cfg["model_type"] == "qwen3")
+    assert m.qk_norm == cfg["model_type"].startswith("qwen3")
 
 
 @needs_aic

@@ -324,7 +324,12 @@ def linear_ops(
         up_e = inter_e * (2 if model.gated_mlp else 1)
         load = expert_load(t, num_experts=e, experts_per_token=k, ep=ep)
         rows = load.rows_per_expert
-        ops["experts"] = load.touched_experts * (gemm(h, up_e, rows) + gemm(inter_e, h, rows))
+        # one grouped GEMM per projection (vLLM's fused MoE, TensorRT-LLM's and SGLang's
+        # grouped kernels): every touched expert's weights and rows, one kernel's cost
+        per_expert = gemm(h, up_e, rows) + gemm(inter_e, h, rows) - 2 * eff.kernel_overhead_s
+        ops["experts"] = np.where(
+            t > 0, load.touched_experts * per_expert + 2 * eff.kernel_overhead_s, 0.0
+        )
         ops["router"] = gemm(h, e)
     else:
         ops["mlp_up"] = gemm(h, inter * (2 if model.gated_mlp else 1))

@@ -398,6 +398,21 @@ _MODELS: tuple[ModelSpec, ...] = (
         max_context=40960,
         qk_norm=True,
     ),
+    # Qwen3-235B-A22B: 128 experts of width 1,536, 8 per token, GQA 64 / 4 heads, q/k norms
+    ModelSpec(
+        name="qwen3-235b-a22b",
+        num_layers=94,
+        hidden_size=4096,
+        num_heads=64,
+        num_kv_heads=4,
+        head_dim=128,
+        intermediate_size=1536,
+        vocab_size=151936,
+        max_context=40960,
+        num_experts=128,
+        experts_per_token=8,
+        qk_norm=True,
+    ),
     ModelSpec(
         name="bloom-176b",
         num_layers=70,

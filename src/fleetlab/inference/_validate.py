@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -439,7 +439,15 @@ _SILICON_MODELS = {
     "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3.1-8b",
     "meta-llama/Llama-3.1-70B": "llama-3.1-70b",
     "Qwen/Qwen3-32B": "qwen3-32b",
+    "Qwen/Qwen3-235B-A22B-FP8": "qwen3-235b-a22b",
 }
+
+
+def _moe_paths() -> list[str]:
+    """The silicon_sample model paths whose catalog model is a mixture of experts."""
+    return [p for p, m in _SILICON_MODELS.items() if model_spec(m).num_experts > 1]
+
+
 _SILICON_GPUS = {"h100_sxm": "h100", "h200_sxm": "h200", "a100_sxm": "a100", "l40s": "l40s"}
 
 
@@ -486,6 +494,7 @@ _AIC_MODEL_PATHS = {
     "llama-3.1-8b": "meta-llama/Meta-Llama-3.1-8B",
     "llama-3.1-70b": "meta-llama/Meta-Llama-3.1-70B",
     "qwen3-32b": "Qwen/Qwen3-32B",
+    "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B-FP8",
 }
 
 
@@ -543,6 +552,15 @@ def aiconfigurator_predict(rows: pl.DataFrame) -> pl.DataFrame:
             if db is None:
                 raise ValueError(f"no aiconfigurator database for {key[0]}/{key[1]}")
             fp8 = r["fl_dtype"] == "fp8"
+            moe: dict[str, Any] = {}
+            if model_spec(r["fl_model"]).num_experts > 1:
+                moe = {
+                    "moe_tp_size": int(r["moe_tp_size"] or 1),
+                    "moe_ep_size": int(r["moe_ep_size"] or 1),
+                    "moe_quant_mode": (
+                        common.MoEQuantMode.fp8 if fp8 else common.MoEQuantMode.bfloat16
+                    ),
+                }
             res = None
             # fp8 KV first where the weights are fp8; bf16 KV where the backend's tables
             # have no fp8-KV attention (SGLang's default KV dtype follows the activations)
@@ -558,6 +576,7 @@ def aiconfigurator_predict(rows: pl.DataFrame) -> pl.DataFrame:
                     ),
                     fmha_quant_mode=common.FMHAQuantMode.bfloat16,
                     num_gpus_per_node=8,
+                    **moe,
                 )
                 model = get_model(_AIC_MODEL_PATHS[r["fl_model"]], mc, key[1])
                 rc = RuntimeConfig(
@@ -588,6 +607,7 @@ def _closed_loop(
     isl: int,
     osl: int,
     concurrency: int,
+    ep: int = 1,
     clients: Literal["benchmark", "staggered"] = "benchmark",
     requests_per_client: int = 20,
     efficiency: Efficiency | None = None,
@@ -600,7 +620,7 @@ def _closed_loop(
     frontend: Frontend | None = None,
     max_running: int | None = None,
 ) -> tuple[float, float]:
-    """Mean TTFT and TPOT (s) of ``concurrency`` clients in a closed loop.
+    """Mean TTFT and TPOT (s) of ``concurrency`` clients in a closed loop (EP ``ep`` for MoE).
 
     The engine runs ``scheduler`` with ``token_budget`` tokens per step (``sarathi``:
     decodes first, then prefill chunks; ``orca``: whole prompts mixed with decodes;
@@ -628,6 +648,7 @@ def _closed_loop(
         model=model,
         gpu=gpu,
         tp=tp,
+        ep=ep,
         dtype=dtype,
         kv_dtype=dtype,
         scheduler=scheduler,
@@ -827,6 +848,15 @@ def validate_silicon(
         & pl.col("system").is_in(list(_SILICON_GPUS))
         & (pl.col("pp_size") == 1)
         & (pl.col("attention_dp_size").fill_null(1) == 1)
+        # MoE rows: experts split over moe_tp ranks within each of moe_ep groups, on the
+        # same tp GPUs (fleetlab's EP layout); other layouts imply attention data parallelism
+        & (
+            ~pl.col("model_path").is_in(_moe_paths())
+            | (
+                pl.col("moe_tp_size").fill_null(1) * pl.col("moe_ep_size").fill_null(1)
+                == pl.col("tp_size")
+            )
+        )
         & pl.col("silicon_ttft_ms").is_not_null()
         & pl.col("silicon_tpot_ms").is_not_null()
     ).with_columns(
@@ -867,10 +897,12 @@ def validate_silicon(
                 else None
             )
         try:
+            moe = model_spec(r["fl_model"]).num_experts > 1
             ttft, tpot = _closed_loop(
                 r["fl_model"],
                 r["fl_gpu"],
                 tp=int(r["tp_size"]),
+                ep=int(r["moe_ep_size"] or 1) if moe else 1,
                 dtype=r["fl_dtype"],
                 isl=int(r["isl"]),
                 osl=int(r["osl"]),
