@@ -33,6 +33,7 @@ PUBLISHED_PARAMS_B = {
     "mixtral-8x7b": 46.70,
     "qwen2.5-7b": 7.62,
     "qwen2.5-72b": 72.71,
+    "qwen3-235b-a22b": 235.0,
     "bloom-176b": 176.2,
 }
 
@@ -45,6 +46,8 @@ def test_parameter_counts_match_model_cards(name: str, billions: float) -> None:
 def test_mixtral_active_parameters() -> None:
     # Mixtral's paper: 12.9B active parameters per token
     assert model_spec("mixtral-8x7b").active_params / 1e9 == pytest.approx(12.9, rel=0.01)
+    # Qwen3-235B-A22B's card: 235B in total, 22B activated
+    assert model_spec("qwen3-235b-a22b").active_params / 1e9 == pytest.approx(22.0, rel=0.01)
 
 
 def test_catalog_covers_the_issue() -> None:
