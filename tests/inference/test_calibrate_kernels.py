@@ -122,13 +122,19 @@ def test_bad_kernel_tables_are_named(tmp_path: Path) -> None:
 def test_real_h100_kernels_fit_and_match_the_builtin_attention() -> None:
     fit = calibrate_kernels("h100", backend="vllm")
     s = fit.stats
-    # measured: GEMM 6.8 %, prefill attention 28 %, decode attention 20 %, all-reduce 14 %
+    # measured: GEMM 6.8 %, prefill attention 12.9 %, decode attention 17.2 %, all-reduce 14 %
     assert s["gemm_rows"] > 10000 and s["gemm_mape"] < 8
-    assert s["prefill_attention_mape"] < 30 and s["decode_attention_mape"] < 22
+    assert s["prefill_attention_mape"] < 14 and s["decode_attention_mape"] < 18
     assert s["allreduce_mape"] < 15
     builtin = gpu_spec("h100").efficiency
     assert fit.efficiency.attn_prefill == pytest.approx(builtin.attn_prefill, abs=0.005)
     assert fit.efficiency.attn_decode == pytest.approx(builtin.attn_decode, abs=0.005)
+    assert fit.efficiency.attn_query_s == pytest.approx(builtin.attn_query_s, rel=0.01)
+    # MoE grouped GEMMs: their own curve fits the measured MoE kernels better than the
+    # dense one (measured 20.1 % against 24.6 %), and it is the built-in
+    assert s["moe_mape"] < s["moe_mape_dense_curve"] < 30
+    assert fit.efficiency.moe_compute_max == pytest.approx(builtin.moe_compute_max, abs=0.005)
+    assert fit.efficiency.moe_memory == pytest.approx(builtin.moe_memory, abs=0.005)
     # fp8 GEMMs reach a smaller fraction of their (2x) peak than bf16 ones
     fp8 = calibrate_kernels("h100", backend="vllm", dtype="fp8").efficiency
     assert fp8.compute_max < fit.efficiency.compute_max

@@ -324,10 +324,10 @@ def test_closed_loop_of_one_client_is_a_lone_request() -> None:
     assert tpot == pytest.approx(lone["tpot_s"], rel=1e-9)
 
 
-#: Qwen3-235B-A22B fp8, TensorRT-LLM, H100, TP 8 = EP 8, prompts of 128-256 tokens (27
-#: rows): TPOT 8.2 % with the experts as one grouped GEMM per projection (12.6 % when each
-#: touched expert paid its own kernel), rounded up
-TPOT_MAPE_MOE_TRT = 9
+#: Qwen3-235B-A22B fp8, TensorRT-LLM, H100, TP 4 and 8 (127 rows): TPOT 12.4 % with the
+#: experts as grouped GEMMs on the MoE kernels' own curve (29.4 % when each touched expert
+#: paid its own kernel), rounded up
+TPOT_MAPE_MOE_TRT = 13
 
 
 @pytest.mark.skipif(
@@ -340,13 +340,11 @@ def test_moe_rows_are_predicted_with_grouped_expert_gemms(tmp_path: Path) -> Non
     sub = pl.read_csv(silicon_sample_path(), infer_schema_length=20000).filter(
         (pl.col("model_path") == "Qwen/Qwen3-235B-A22B-FP8")
         & (pl.col("system") == "h100_sxm")
-        & (pl.col("tp_size") == 8)
-        & (pl.col("moe_ep_size") == 8)
-        & (pl.col("isl") <= 256)
+        & (pl.col("backend") == "trtllm")
     )
-    path = tmp_path / "qwen3_235b_h100_trtllm_tp8.csv"
+    path = tmp_path / "qwen3_235b_h100_trtllm.csv"
     sub.with_columns(pl.col("attention_dp_size").fill_null(1)).write_csv(path)
     rows, summary = validate_silicon(path)
-    assert rows.height == 27
+    assert rows.height == 127
     total = summary.filter(pl.col("fl_model") == "all").row(0, named=True)
     assert total["tpot_mape"] < TPOT_MAPE_MOE_TRT

@@ -143,7 +143,13 @@ def test_experts_run_as_one_grouped_gemm_per_projection() -> None:
     from fleetlab.inference._perf import gemm_time, linear_ops
 
     m, g = model_spec("qwen3-235b-a22b"), gpu_spec("h100")
-    eff = g.efficiency
+    eff = g.efficiency.model_copy(  # the experts' own GEMM curve
+        update={
+            "compute_max": g.efficiency.moe_compute_max,
+            "compute_half_tokens": g.efficiency.moe_compute_half_tokens,
+            "memory": g.efficiency.moe_memory,
+        }
+    )
     for t in (1.0, 16.0, 512.0):
         load = expert_load(np.array([t]), num_experts=128, experts_per_token=8, ep=4)
         rows = load.rows_per_expert

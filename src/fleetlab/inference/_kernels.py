@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 
 from fleetlab.errors import DataNotFoundError, InputFormatError
 from fleetlab.inference._calibrate import fit_rate
-from fleetlab.inference._perf import allreduce_time, gemm_time
+from fleetlab.inference._perf import allreduce_time, experts_time, gemm_time
 from fleetlab.inference._specs import Efficiency, GpuSpec, gpu_spec
 
 __all__ = ["KernelFit", "aiconfigurator_systems_dir", "calibrate_kernels", "read_kernel_table"]
@@ -39,6 +39,7 @@ _TABLES = {
     "context_attention": ("attention", "context_attention_perf.parquet"),
     "generation_attention": ("attention", "generation_attention_perf.parquet"),
     "allreduce": ("comm", "custom_allreduce_perf.parquet"),
+    "moe": ("moe", "moe_perf.parquet"),
 }
 _NEED = {
     "gemm": ("gemm_dtype", "m", "n", "k", "latency"),
@@ -61,6 +62,18 @@ _NEED = {
         "latency",
     ),
     "allreduce": ("num_gpus", "message_size", "latency"),
+    "moe": (
+        "moe_dtype",
+        "num_tokens",
+        "hidden_size",
+        "inter_size",
+        "topk",
+        "num_experts",
+        "moe_tp_size",
+        "moe_ep_size",
+        "distribution",
+        "latency",
+    ),
 }
 
 
@@ -92,7 +105,7 @@ def _version_key(name: str) -> tuple[int, ...]:
 
 def read_kernel_table(
     gpu: str,
-    kind: Literal["gemm", "context_attention", "generation_attention", "allreduce"],
+    kind: Literal["gemm", "context_attention", "generation_attention", "allreduce", "moe"],
     *,
     backend: Backend = "vllm",
     root: Path | None = None,
@@ -103,7 +116,7 @@ def read_kernel_table(
     ----------
     gpu : str
         fleetlab GPU name (``a100``, ``h100``, ``h200``, ``l40s``).
-    kind : {"gemm", "context_attention", "generation_attention", "allreduce"}
+    kind : {"gemm", "context_attention", "generation_attention", "allreduce", "moe"}
         Which table.
     backend : {"vllm", "sglang", "trtllm"}
         Serving framework whose kernels were measured.
@@ -174,6 +187,66 @@ def _fit(
 
 def _mape(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - true) / true) * 100)
+
+
+def _fit_moe(
+    moe: pl.DataFrame,
+    g: GpuSpec,
+    eff: Efficiency,
+    wb: float,
+    dtype: Literal["bf16", "fp8"],
+    stats: dict[str, float],
+) -> Efficiency:
+    """``moe_compute_max`` / ``moe_compute_half_tokens`` / ``moe_memory`` fitted to MoE rows."""
+    shape = ["hidden_size", "inter_size", "num_experts", "topk", "moe_tp_size", "moe_ep_size"]
+    # one vectorised call per expert shape and layout, over its token counts
+    groups = [
+        (key, part["num_tokens"].to_numpy().astype(np.float64), part["latency"].to_numpy())
+        for key, part in moe.sort(shape).partition_by(shape, as_dict=True).items()
+    ]
+    t_moe = np.concatenate([lat for *_, lat in groups]) * 1e-3
+
+    def make(x: np.ndarray) -> Efficiency:
+        return eff.model_copy(
+            update={
+                "moe_compute_max": float(min(x[0], 1.0)),
+                "moe_compute_half_tokens": float(x[1]),
+                "moe_memory": float(min(x[2], 1.0)),
+            }
+        )
+
+    def pred(e: Efficiency) -> np.ndarray:
+        out = []
+        for (h, inter, n_exp, topk, moe_tp, ep), tokens, _ in groups:
+            out.append(
+                experts_time(
+                    tokens,
+                    hidden=int(h),
+                    inter=int(inter),  # the expert's full width, split over moe_tp ranks
+                    num_experts=int(n_exp),
+                    experts_per_token=int(topk),
+                    tp=int(moe_tp) * int(ep),
+                    ep=int(ep),
+                    gated=True,
+                    gpu=g,
+                    eff=e,
+                    weight_bytes=wb,
+                    dtype=dtype,
+                )
+            )
+        return np.concatenate(out)
+
+    x = _fit(
+        lambda x: np.log(pred(make(x))) - np.log(t_moe),
+        np.array([eff.compute_max, 100.0, eff.memory]),
+        [0.05, 0.0, 0.05],
+        [1.0, 8192.0, 1.0],
+    )
+    fitted = make(x)
+    stats["moe_rows"] = float(moe.height)
+    stats["moe_mape"] = _mape(pred(fitted), t_moe)
+    stats["moe_mape_dense_curve"] = _mape(pred(eff), t_moe)
+    return fitted
 
 
 def calibrate_kernels(
@@ -328,6 +401,27 @@ def calibrate_kernels(
     eff = eff.model_copy(
         update={"attn_prefill": e_ctx, "attn_decode": e_gen, "attn_query_s": per_query}
     )
+
+    # -- MoE experts (grouped GEMMs; balanced routing, as fleetlab's expected load)
+    try:
+        moe = read_kernel_table(g.name, "moe", backend=backend, root=root)
+    except DataNotFoundError:
+        moe = None
+    if moe is not None:
+        want = ("fp8", "fp8_block") if dtype == "fp8" else ("bfloat16",)
+        moe = (
+            moe.filter(
+                pl.col("moe_dtype").is_in(list(want))
+                & (pl.col("distribution") == "balanced")
+                & (pl.col("num_tokens") <= 16384)
+                & (pl.col("moe_tp_size") * pl.col("moe_ep_size") <= 8)
+            )
+            # several kernels per shape (Triton, CUTLASS...): the engine runs its fastest
+            .group_by(_NEED["moe"][1:-2])
+            .agg(pl.col("latency").min())
+        )
+    if moe is not None and moe.height:
+        eff = _fit_moe(moe, g, eff, wb, dtype, stats)
 
     # -- all-reduce (CUDA-graph custom all-reduce, as serving engines run it)
     try:

@@ -26,6 +26,7 @@ __all__ = [
     "allreduce_time",
     "attention_coefficients",
     "compile_model",
+    "experts_time",
     "gemm_time",
     "head_time",
     "linear_ops",
@@ -72,6 +73,48 @@ def gemm_time(
     compute = flops / (gpu.peak_flops(dtype) * ceff)
     memory = (k * n * weight_bytes + t * (k + n) * _ACT_BYTES) / (gpu.hbm_bytes_per_s * eff.memory)
     return np.where(t > 0, np.maximum(compute, memory) + eff.kernel_overhead_s, 0.0)
+
+
+def experts_time(
+    tokens: np.ndarray,
+    *,
+    hidden: int,
+    inter: int,
+    num_experts: int,
+    experts_per_token: int,
+    tp: int,
+    ep: int,
+    gated: bool,
+    gpu: GpuSpec,
+    eff: Efficiency,
+    weight_bytes: float = 2.0,
+    dtype: Literal["bf16", "fp8"] = "bf16",
+) -> np.ndarray:
+    """Seconds of one MoE layer's experts on one rank for batches of ``tokens`` tokens.
+
+    One grouped GEMM per projection (vLLM's fused MoE, TensorRT-LLM's and SGLang's grouped
+    kernels): the expected touched experts of :func:`~fleetlab.inference._ep.expert_load`
+    (``1/ep`` of them per rank, each split over ``tp/ep`` ranks), every one's weights
+    and rows, one kernel's fixed cost per projection; the MoE GEMM curve
+    (``Efficiency.moe_*``) where set.
+    """
+    moe = {
+        "compute_max": eff.moe_compute_max,
+        "compute_half_tokens": eff.moe_compute_half_tokens,
+        "memory": eff.moe_memory,
+    }
+    e = eff.model_copy(update={k: v for k, v in moe.items() if v is not None})
+    t = np.asarray(tokens, dtype=np.float64)
+    inter_e = inter * ep / tp
+    up_e = inter_e * (2 if gated else 1)
+    load = expert_load(t, num_experts=num_experts, experts_per_token=experts_per_token, ep=ep)
+    rows = load.rows_per_expert
+    per_expert = (
+        gemm_time(rows, hidden, up_e, gpu=gpu, eff=e, weight_bytes=weight_bytes, dtype=dtype)
+        + gemm_time(rows, inter_e, hidden, gpu=gpu, eff=e, weight_bytes=weight_bytes, dtype=dtype)
+        - 2 * e.kernel_overhead_s
+    )
+    return np.where(t > 0, load.touched_experts * per_expert + 2 * e.kernel_overhead_s, 0.0)
 
 
 def _elementwise_time(
@@ -319,18 +362,21 @@ def linear_ops(
     act_bytes = t * h * _ACT_BYTES
     link = _tp_link(gpu, tp)
     if model.num_experts > 1:
-        e, k = model.num_experts, model.experts_per_token
-        inter_e = model.intermediate_size * ep / tp  # each expert split over tp / ep ranks
-        up_e = inter_e * (2 if model.gated_mlp else 1)
-        load = expert_load(t, num_experts=e, experts_per_token=k, ep=ep)
-        rows = load.rows_per_expert
-        # one grouped GEMM per projection (vLLM's fused MoE, TensorRT-LLM's and SGLang's
-        # grouped kernels): every touched expert's weights and rows, one kernel's cost
-        per_expert = gemm(h, up_e, rows) + gemm(inter_e, h, rows) - 2 * eff.kernel_overhead_s
-        ops["experts"] = np.where(
-            t > 0, load.touched_experts * per_expert + 2 * eff.kernel_overhead_s, 0.0
+        ops["experts"] = experts_time(
+            t,
+            hidden=h,
+            inter=model.intermediate_size,
+            num_experts=model.num_experts,
+            experts_per_token=model.experts_per_token,
+            tp=tp,
+            ep=ep,
+            gated=model.gated_mlp,
+            gpu=gpu,
+            eff=eff,
+            weight_bytes=wb,
+            dtype=dtype,
         )
-        ops["router"] = gemm(h, e)
+        ops["router"] = gemm(h, model.num_experts)
     else:
         ops["mlp_up"] = gemm(h, inter * (2 if model.gated_mlp else 1))
         ops["mlp_down"] = gemm(inter, h)

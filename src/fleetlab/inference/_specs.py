@@ -157,6 +157,11 @@ class Efficiency(BaseModel):
         block, rescaling the softmax and writing the output. Fitted with ``attn_prefill``
         to prefill kernels, whose FLOP/s otherwise ramp with prompt length (the H100 FA3
         table: 0.09 of peak at 1k tokens on 8 heads, 0.63–0.68 at 8–16k). 0 by default.
+    moe_compute_max, moe_compute_half_tokens, moe_memory : float or None
+        The GEMM curve (``compute_max``, ``compute_half_tokens``, ``memory``) of the MoE
+        experts' grouped GEMMs, whose tiles run emptier than a dense GEMM's (a few rows per
+        expert); None uses the dense values. ``calibrate_kernels`` fits them to
+        aiconfigurator's measured MoE kernels.
     kernel_overhead_s : float
         Launch/fixed cost per kernel, seconds (about 12 kernels per layer), as measured
         kernel by kernel (vidur's profiles).
@@ -188,6 +193,9 @@ class Efficiency(BaseModel):
     attn_prefill: float = Field(default=0.45, gt=0, le=1)
     attn_decode: float = Field(default=0.75, gt=0, le=1)
     attn_query_s: float = Field(default=0.0, ge=0)
+    moe_compute_max: float | None = Field(default=None, gt=0, le=1)
+    moe_compute_half_tokens: float | None = Field(default=None, ge=0)
+    moe_memory: float | None = Field(default=None, gt=0, le=1)
     kernel_overhead_s: float = Field(default=4e-6, ge=0)
     graph_kernel_overhead_s: float = Field(default=1.5e-6, ge=0)
     iteration_overhead_s: float = Field(default=1.0e-3, ge=0)
@@ -432,7 +440,8 @@ _MODELS: tuple[ModelSpec, ...] = (
 #: MAPE 10.1 % / 11.7 %); attention efficiencies fitted by ``calibrate_kernels`` to
 #: aiconfigurator's measured vLLM FlashAttention kernels (prefill: fraction of peak FLOP/s,
 #: with a cost per query token and head; decode: fraction of HBM bandwidth; vidur publishes
-#: no attention profiles). RMSNorm and
+#: no attention profiles); MoE grouped-GEMM curve fitted to its vLLM bf16 MoE kernels
+#: (H100 and H200; the A100 has no MoE table and uses the dense curve). RMSNorm and
 #: SiLU-and-multiply / rotary bandwidth fractions: ``calibrate``'s fit to the same vidur
 #: profiles' rows of >= 16 MB (H100 0.40 / 0.62, MAPE 12.5 / 10.3 %; A100 0.36 / 0.49,
 #: 5.0 / 8.8 %); H200 keeps the H100 values (no H200 profiles)
@@ -445,12 +454,22 @@ _H100_EFF = Efficiency(
     attn_prefill=0.659,
     attn_decode=0.833,
     attn_query_s=4.24e-10,
+    moe_compute_max=0.511,
+    moe_compute_half_tokens=144.0,
+    moe_memory=0.746,
     kernel_overhead_s=6.5e-6,
     allreduce_latency_s=2.95e-5,
     allreduce_efficiency=0.78,
 )
 _H200_EFF = _H100_EFF.model_copy(
-    update={"attn_prefill": 0.651, "attn_decode": 0.781, "attn_query_s": 4.06e-10}
+    update={
+        "attn_prefill": 0.651,
+        "attn_decode": 0.781,
+        "attn_query_s": 4.06e-10,
+        "moe_compute_max": 0.546,
+        "moe_compute_half_tokens": 106.0,
+        "moe_memory": 0.719,
+    }
 )
 _A100_EFF = Efficiency(
     compute_max=0.741,
