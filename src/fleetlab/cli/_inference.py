@@ -110,6 +110,9 @@ def simulate_cmd(
     disaggregate: str | None = typer.Option(
         None, "--disaggregate", help="P:D prefill and decode replicas."
     ),
+    gpu_clock: float = typer.Option(
+        1.0, "--gpu-clock", help="SM clock as a fraction of the maximum (DVFS; 1.0 = stock)."
+    ),
     prefix_caching: bool = typer.Option(
         False, "--prefix-caching", help="Reuse KV of shared prefixes (prefix_ids)."
     ),
@@ -193,6 +196,7 @@ def simulate_cmd(
                     max_num_seqs=max_num_seqs,
                     max_batched_tokens=max_batched_tokens,
                     prefix_caching=prefix_caching,
+                    gpu_clock=gpu_clock,
                 ),
                 replicas=replicas,
                 router=router,

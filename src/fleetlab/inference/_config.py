@@ -50,6 +50,9 @@ class ReplicaSpec(BaseModel):
     cuda_graph_tokens : int
         Iterations of up to this many tokens replay CUDA graphs (vLLM and SGLang capture
         decode batches up to 512); 0 models eager execution.
+    gpu_clock : float
+        Fraction of the maximum SM clock the GPUs are locked at (``nvidia-smi -lgc``);
+        1.0 is the stock boost clock. See :meth:`GpuSpec.at_clock`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,6 +72,7 @@ class ReplicaSpec(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     prefix_caching: bool = False
     cuda_graph_tokens: int = Field(default=512, ge=0)
+    gpu_clock: float = Field(default=1.0, gt=0.1, le=1.0)
 
     @model_validator(mode="after")
     def _check_ep(self) -> ReplicaSpec:

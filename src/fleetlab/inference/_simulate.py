@@ -54,7 +54,7 @@ class SimResult:
 
 def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolConfig, MemoryPlan]:
     model = model_spec(spec.model)
-    gpu = gpu_spec(spec.gpu)
+    gpu = gpu_spec(spec.gpu).at_clock(spec.gpu_clock)
     if spec.dtype == "fp8" and gpu.fp8_flops is None:
         raise ConfigError(f"GPU {gpu.name!r} has no fp8 support (field dtype; expected bf16)")
     plan = memory_plan(spec)

@@ -268,6 +268,42 @@ class GpuSpec(BaseModel):
         )
         return self.idle_w + (self.tdp_w - self.idle_w) * min(1.0, level)
 
+    def at_clock(self, fraction: float) -> GpuSpec:
+        """This GPU with its SM clock locked at ``fraction`` of the maximum (DVFS).
+
+        Tensor-core peaks scale with the clock, so compute-bound kernels (prefill GEMMs
+        and attention) take ``1/fraction`` as long, while HBM bandwidth, links and so
+        weight-streaming decode do not change. The SM side of the busy power (``base`` and
+        the compute term) scales as ``f · V(f)²`` (dynamic power, with the voltage linear
+        in the clock from 0.7 of its maximum at half clock, a typical DVFS table), the
+        memory term does not; idle power and the TDP stay. So lowering the clock saves
+        energy in decode at almost no latency and stretches prefill: the trade DynamoLLM
+        and throttLL'eM exploit (docs/inference.md).
+
+        Raises
+        ------
+        ConfigError
+            ``fraction`` outside (0.1, 1].
+        """
+        if not 0.1 < fraction <= 1.0:
+            raise ConfigError(
+                f"gpu clock: expected a fraction of the maximum in (0.1, 1], found {fraction}"
+            )
+        if fraction == 1.0:
+            return self
+        volts = 0.4 + 0.6 * fraction  # relative to the voltage at the maximum clock
+        sm = fraction * volts * volts  # dynamic power of the SMs: f · V²
+        # utilisation is against the lowered peak (u' = u / f), so the compute coefficient
+        # takes one more 1/f: energy per FLOP scales as V² alone
+        return self.model_copy(
+            update={
+                "bf16_flops": self.bf16_flops * fraction,
+                "fp8_flops": None if self.fp8_flops is None else self.fp8_flops * fraction,
+                "power_base": self.power_base * sm,
+                "power_per_compute_util": self.power_per_compute_util * sm,
+            }
+        )
+
     def peak_flops(self, dtype: Literal["bf16", "fp8"] = "bf16") -> float:
         """Dense peak FLOP/s for ``dtype``; raises ConfigError where fp8 is unsupported."""
         if dtype == "fp8":
