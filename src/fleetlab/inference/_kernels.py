@@ -8,7 +8,8 @@ attention by batch and cached length, and the custom all-reduce by message size 
 count. :func:`calibrate_kernels` fits fleetlab's :class:`Efficiency` to them: the GEMM
 curve (``compute_max``, ``compute_half_tokens``, ``memory``, ``kernel_overhead_s``), the
 FlashAttention prefill efficiency (``attn_prefill``), the paged decode-attention
-bandwidth efficiency (``attn_decode``) and the all-reduce latency / bandwidth. These are
+bandwidth efficiency (``attn_decode``), the MoE experts' grouped-GEMM curve and the
+all-reduce latency / bandwidth. These are
 kernel measurements, not end-to-end rows, so ``silicon_sample.csv`` stays a hold-out.
 """
 
@@ -263,7 +264,10 @@ def calibrate_kernels(
     rows (no sliding window, head width 128), ``time = fixed + query tokens × heads ×
     attn_query_s + pair FLOPs / (peak · attn_prefill)``. Decode attention: ``time =
     fixed + sequences × heads × attn_query_s + KV bytes / (HBM · attn_decode)``, the
-    per-query cost held at the prefill fit.
+    per-query cost held at the prefill fit. MoE experts (where the backend has an MoE
+    table): grouped GEMMs of :func:`~fleetlab.inference._perf.experts_time` under
+    balanced routing, the fastest kernel per shape, fitting ``moe_compute_max``,
+    ``moe_compute_half_tokens`` and ``moe_memory``.
     All-reduce: the CUDA-graph custom all-reduce, ring model of :func:`allreduce_time`.
 
     Parameters
