@@ -61,20 +61,9 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
     InputFormatError
         A required column is missing or a time is not a positive number.
     """
-    if not Path(path).exists():
-        raise DataNotFoundError(f"{path}: no such profile")
-    df = pl.read_csv(path, infer_schema_length=10000)
     need = ["num_tokens", "num_tensor_parallel_workers", *_MODEL_COLS]
     need += [f"time_stats.{op}.median" for op in VIDUR_GEMM_OPS]
-    for col in need:
-        if col not in df.columns:
-            raise InputFormatError(
-                path,
-                "missing column",
-                field=col,
-                expected="vidur mlp.csv columns",
-                found=df.columns[:6],
-            )
+    df = _read_profile(path, need, "vidur mlp.csv columns")
     hd = _head_dim(df, "n_head")
     df = df.with_row_index("row")
     rows = []
@@ -120,6 +109,19 @@ def read_vidur_compute(path: Path) -> pl.DataFrame:
     return long.with_columns(k=k.cast(pl.Float64), n=n.cast(pl.Float64)).select(
         "op", "num_tokens", "tp", "k", "n", "time_ms"
     )
+
+
+def _read_profile(path: Path, need: Sequence[str], expected: str) -> pl.DataFrame:
+    """A profile CSV with the columns ``need``; names the file and the first one missing."""
+    if not Path(path).exists():
+        raise DataNotFoundError(f"{path}: no such profile")
+    df = pl.read_csv(path, infer_schema_length=10000)
+    for col in need:
+        if col not in df.columns:
+            raise InputFormatError(
+                path, "missing column", field=col, expected=expected, found=df.columns[:6]
+            )
+    return df
 
 
 def _check_times(long: pl.DataFrame, path: Path, field: Callable[[dict], str]) -> None:
@@ -185,19 +187,8 @@ def read_vidur_attention(path: Path) -> pl.DataFrame:
     InputFormatError
         A required column is missing or a row's time is not a positive number.
     """
-    if not Path(path).exists():
-        raise DataNotFoundError(f"{path}: no such profile")
-    df = pl.read_csv(path, infer_schema_length=10000)
     need = [*_ATTENTION_COLS, "time_stats.attn_prefill.median", "time_stats.attn_decode.median"]
-    for col in need:
-        if col not in df.columns:
-            raise InputFormatError(
-                path,
-                "missing column",
-                field=col,
-                expected="vidur attention.csv columns",
-                found=df.columns[:6],
-            )
+    df = _read_profile(path, need, "vidur attention.csv columns")
     prefill = pl.col("is_prefill").cast(pl.Utf8).str.to_lowercase() == "true"
     time_ms = (
         pl.when(prefill)
