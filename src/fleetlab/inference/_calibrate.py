@@ -339,7 +339,7 @@ def _predict(ops: pl.DataFrame, gpu: GpuSpec, eff: Efficiency) -> np.ndarray:
     n = ops["n"].to_numpy()
     is_gemm = ops["op"].is_in(list(VIDUR_GEMM_OPS)).to_numpy()
     idx = np.flatnonzero(is_gemm)
-    out[idx] = _gemm_vec(tokens[idx], k[idx], n[idx], gpu, eff)
+    out[idx] = gemm_time(tokens[idx], k[idx], n[idx], gpu=gpu, eff=eff)
     rest = np.flatnonzero(~is_gemm)
     names = ops["op"].to_numpy()[rest]
     factor = np.array([_PASSES.get(str(o), 2.0) for o in names])
@@ -363,11 +363,6 @@ def _fit_bandwidth(sel: pl.DataFrame, gpu: GpuSpec, eff: Efficiency, field: str)
 
     fit = least_squares(resid, np.array([0.5]), bounds=([0.01], [1.0]))
     return float(min(fit.x[0], 1.0))
-
-
-def _gemm_vec(t: np.ndarray, k: np.ndarray, n: np.ndarray, gpu: GpuSpec, eff: Efficiency):
-    # gemm_time takes scalar k, n; broadcasting works for arrays of equal length too
-    return gemm_time(t, k, n, gpu=gpu, eff=eff)  # type: ignore[arg-type]
 
 
 def calibrate(

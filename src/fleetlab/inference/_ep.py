@@ -82,7 +82,11 @@ def check_ep(num_experts: int, tp: int, ep: int, *, model: str = "model") -> Non
 
 
 def expert_load(
-    tokens: np.ndarray, *, num_experts: int, experts_per_token: int, ep: int = 1
+    tokens: np.ndarray,
+    *,
+    num_experts: int | np.ndarray,
+    experts_per_token: int | np.ndarray,
+    ep: int | np.ndarray = 1,
 ) -> ExpertLoad:
     """Expected expert work per EP rank for batches of ``tokens`` tokens (uniform routing).
 
@@ -90,9 +94,9 @@ def expert_load(
     ----------
     tokens : ndarray
         Tokens in the batch (vectorised).
-    num_experts, experts_per_token : int
-        ``E`` and top-``k``.
-    ep : int
+    num_experts, experts_per_token : int or ndarray
+        ``E`` and top-``k`` (arrays broadcast with ``tokens``).
+    ep : int or ndarray
         Expert-parallel degree (must divide ``num_experts``).
 
     Returns
@@ -102,7 +106,8 @@ def expert_load(
         ``T·k`` for every ``ep`` (EP moves work, it never changes it).
     """
     t = np.asarray(tokens, dtype=np.float64)
-    e, k = float(num_experts), float(experts_per_token)
+    e = np.asarray(num_experts, dtype=np.float64)
+    k = np.asarray(experts_per_token, dtype=np.float64)
     touched = e * (1.0 - (1.0 - k / e) ** t)
     rows = np.where(touched > 0, t * k / np.maximum(touched, 1e-9), 0.0)
     return ExpertLoad(routed_rows=t * k / ep, touched_experts=touched / ep, rows_per_expert=rows)

@@ -199,13 +199,8 @@ def _fit_moe(
     stats: dict[str, float],
 ) -> Efficiency:
     """``moe_compute_max`` / ``moe_compute_half_tokens`` / ``moe_memory`` fitted to MoE rows."""
-    shape = ["hidden_size", "inter_size", "num_experts", "topk", "moe_tp_size", "moe_ep_size"]
-    # one vectorised call per expert shape and layout, over its token counts
-    groups = [
-        (key, part["num_tokens"].to_numpy().astype(np.float64), part["latency"].to_numpy())
-        for key, part in moe.sort(shape).partition_by(shape, as_dict=True).items()
-    ]
-    t_moe = np.concatenate([lat for *_, lat in groups]) * 1e-3
+    t_moe = moe["latency"].to_numpy() * 1e-3
+    col = {c: moe[c].to_numpy().astype(np.float64) for c in _NEED["moe"][1:-2]}
 
     def make(x: np.ndarray) -> Efficiency:
         return eff.model_copy(
@@ -217,25 +212,21 @@ def _fit_moe(
         )
 
     def pred(e: Efficiency) -> np.ndarray:
-        out = []
-        for (h, inter, n_exp, topk, moe_tp, ep), tokens, _ in groups:
-            out.append(
-                experts_time(
-                    tokens,
-                    hidden=int(h),
-                    inter=int(inter),  # the expert's full width, split over moe_tp ranks
-                    num_experts=int(n_exp),
-                    experts_per_token=int(topk),
-                    tp=int(moe_tp) * int(ep),
-                    ep=int(ep),
-                    gated=True,
-                    gpu=g,
-                    eff=e,
-                    weight_bytes=wb,
-                    dtype=dtype,
-                )
-            )
-        return np.concatenate(out)
+        # every row at once: the shapes broadcast like the token counts
+        return experts_time(
+            col["num_tokens"],
+            hidden=col["hidden_size"],
+            inter=col["inter_size"],  # the expert's full width, split over moe_tp ranks
+            num_experts=col["num_experts"],
+            experts_per_token=col["topk"],
+            tp=col["moe_tp_size"] * col["moe_ep_size"],
+            ep=col["moe_ep_size"],
+            gated=True,
+            gpu=g,
+            eff=e,
+            weight_bytes=wb,
+            dtype=dtype,
+        )
 
     x = _fit(
         lambda x: np.log(pred(make(x))) - np.log(t_moe),
@@ -298,7 +289,16 @@ def calibrate_kernels(
     # RMSNorm / SiLU / rotary bandwidths: the built-ins come from vidur's profiles of
     # unfused kernels; the engines these tables measure fuse the residual add into the
     # norm and have no element-wise table here, so they stream at the GEMMs' rate
-    base = g.efficiency.model_copy(update={"norm_efficiency": None, "elementwise_efficiency": None})
+    base = g.efficiency.model_copy(
+        update={
+            "norm_efficiency": None,
+            "elementwise_efficiency": None,
+            # the MoE curve is fitted below from the dense one, not from the built-in
+            "moe_compute_max": None,
+            "moe_compute_half_tokens": None,
+            "moe_memory": None,
+        }
+    )
     stats: dict[str, float] = {}
     g.peak_flops(dtype)  # raises ConfigError where the GPU has no fp8
 
@@ -331,7 +331,7 @@ def calibrate_kernels(
         )
 
     def gemm_pred(e: Efficiency) -> np.ndarray:
-        return gemm_time(m, k, n, gpu=g, eff=e, weight_bytes=wb, dtype=dtype)  # type: ignore[arg-type]
+        return gemm_time(m, k, n, gpu=g, eff=e, weight_bytes=wb, dtype=dtype)
 
     xg = _fit(
         lambda x: np.log(gemm_pred(make_gemm(x))) - np.log(t_gemm),

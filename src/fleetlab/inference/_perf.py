@@ -39,8 +39,8 @@ _ACT_BYTES = 2.0
 
 def gemm_time(
     tokens: np.ndarray,
-    k: int | float,
-    n: int | float,
+    k: float | np.ndarray,
+    n: float | np.ndarray,
     *,
     gpu: GpuSpec,
     eff: Efficiency,
@@ -53,8 +53,8 @@ def gemm_time(
     ----------
     tokens : ndarray
         Rows (tokens) per call; vectorised.
-    k, n : int
-        Weight shape.
+    k, n : float or ndarray
+        Weight shape (arrays broadcast with ``tokens``).
     gpu, eff : GpuSpec, Efficiency
         Peaks and efficiencies.
     weight_bytes : float
@@ -78,12 +78,12 @@ def gemm_time(
 def experts_time(
     tokens: np.ndarray,
     *,
-    hidden: int,
-    inter: int,
-    num_experts: int,
-    experts_per_token: int,
-    tp: int,
-    ep: int,
+    hidden: int | np.ndarray,
+    inter: int | np.ndarray,
+    num_experts: int | np.ndarray,
+    experts_per_token: int | np.ndarray,
+    tp: int | np.ndarray,
+    ep: int | np.ndarray,
     gated: bool,
     gpu: GpuSpec,
     eff: Efficiency,
@@ -96,7 +96,8 @@ def experts_time(
     kernels): the expected touched experts of :func:`~fleetlab.inference._ep.expert_load`
     (``1/ep`` of them per rank, each split over ``tp/ep`` ranks), every one's weights
     and rows, one kernel's fixed cost per projection; the MoE GEMM curve
-    (``Efficiency.moe_*``) where set.
+    (``Efficiency.moe_*``) where set. The shape arguments may be arrays that broadcast
+    with ``tokens`` (one expert layout per element).
     """
     moe = {
         "compute_max": eff.moe_compute_max,
