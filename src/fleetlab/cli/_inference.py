@@ -15,6 +15,7 @@ from fleetlab.cli._common import (
     kv_table,
     out,
     print_json,
+    progress,
     recorded_run,
     rich_table,
 )
@@ -582,18 +583,30 @@ def profile_cmd(
         "inference profile",
         {"model": model, "tp": tp, "tokens": tokens, "device": device, "repeats": repeats},
     ) as run:
-        with err.status("profiling operators…"):
+        with progress() as bar:
+            task = bar.add_task("operators", total=None)
             table = inference.profile_operators(
-                model, timer=timer, tp_degrees=tp, token_counts=tokens, repeats=repeats
+                model,
+                timer=timer,
+                tp_degrees=tp,
+                token_counts=tokens,
+                repeats=repeats,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         output.parent.mkdir(parents=True, exist_ok=True)
         table.write_csv(output)
         run.add_artifact("mlp.csv", output)
         summary: dict[str, object] = {"output": str(output), "rows": table.height}
         if att_path is not None:
-            with err.status("profiling attention…"):
+            with progress() as bar:
+                task = bar.add_task("attention", total=None)
                 att = inference.profile_attention(
-                    model, timer=timer, tp_degrees=tp, max_model_len=max_context, repeats=repeats
+                    model,
+                    timer=timer,
+                    tp_degrees=tp,
+                    max_model_len=max_context,
+                    repeats=repeats,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
             att_path.parent.mkdir(parents=True, exist_ok=True)
             att.write_csv(att_path)

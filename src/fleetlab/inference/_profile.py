@@ -326,6 +326,7 @@ def profile_operators(
     tp_degrees: Sequence[int] = (1, 2, 4, 8),
     token_counts: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
     repeats: int = 5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pl.DataFrame:
     """Time one layer's operators of ``model`` and return vidur's ``mlp.csv`` table.
 
@@ -341,6 +342,8 @@ def profile_operators(
         Batch token counts.
     repeats : int
         Timed calls per operator and shape (min/max/mean/median/std are reported).
+    progress : callable, optional
+        Called with (rows done, rows in all) after each row (a progress bar).
 
     Returns
     -------
@@ -401,6 +404,8 @@ def profile_operators(
                 }
             )
             rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(tp_degrees) * len(token_counts))
     return pl.DataFrame(rows)
 
 
@@ -429,6 +434,7 @@ def profile_attention(
     max_kv_tokens: int = 1 << 20,
     block_size: int = 16,
     repeats: int = 5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pl.DataFrame:
     """Time ``model``'s attention per GPU and return vidur's ``attention.csv`` table.
 
@@ -454,6 +460,8 @@ def profile_attention(
         KV block size recorded in the table (the timed caches are contiguous).
     repeats : int
         Timed calls per shape.
+    progress : callable, optional
+        Called with (rows done, rows in all) after each row.
 
     Returns
     -------
@@ -513,4 +521,6 @@ def profile_attention(
                 "attention_backend": backend,
             }
             rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(tp_degrees) * len(grid))
     return pl.DataFrame(rows)
