@@ -22,6 +22,8 @@ from fleetlab.cli._common import (
 from fleetlab.errors import ConfigError, DataNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import polars as pl
 
 app = typer.Typer(
@@ -584,30 +586,34 @@ def profile_cmd(
         {"model": model, "tp": tp, "tokens": tokens, "device": device, "repeats": repeats},
     ) as run:
         with progress() as bar:
-            task = bar.add_task("operators", total=None)
+
+            def show(name: str) -> Callable[[int, int], None]:
+                task = bar.add_task(name, total=None)
+                return lambda done, total: bar.update(task, completed=done, total=total)
+
             table = inference.profile_operators(
                 model,
                 timer=timer,
                 tp_degrees=tp,
                 token_counts=tokens,
                 repeats=repeats,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=show("operators"),
             )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        table.write_csv(output)
-        run.add_artifact("mlp.csv", output)
-        summary: dict[str, object] = {"output": str(output), "rows": table.height}
-        if att_path is not None:
-            with progress() as bar:
-                task = bar.add_task("attention", total=None)
+            att = None
+            if att_path is not None:
                 att = inference.profile_attention(
                     model,
                     timer=timer,
                     tp_degrees=tp,
                     max_model_len=max_context,
                     repeats=repeats,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    progress=show("attention"),
                 )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table.write_csv(output)
+        run.add_artifact("mlp.csv", output)
+        summary: dict[str, object] = {"output": str(output), "rows": table.height}
+        if att_path is not None and att is not None:
             att_path.parent.mkdir(parents=True, exist_ok=True)
             att.write_csv(att_path)
             run.add_artifact("attention.csv", att_path)
