@@ -348,3 +348,45 @@ def profile_operators_tiny() -> pl.DataFrame:
     return profile_operators(
         TINY, timer=NumpyTimer(seed=1), tp_degrees=[1], token_counts=[1, 2, 4, 8], repeats=1
     )
+
+
+# -- measured on an H200 (benchmarks/results/h200-2026-11-26) ----------------------------
+
+H200_RUN = H100_RUN.with_name("h200-2026-11-26")
+
+
+def test_h200_profile_is_the_h100_with_more_bandwidth() -> None:
+    """Same GH100 tensor cores, 4.8 instead of 3.35 TB/s of HBM."""
+    h200 = read_vidur_compute(H200_RUN / "llama-3.1-70b" / "mlp.csv")
+    h100 = read_vidur_compute(H100_RUN / "llama-3.1-70b" / "mlp.csv")
+    both = h200.join(h100, on=["op", "num_tokens", "tp"], suffix="_h100").filter(
+        pl.col("op").str.ends_with("_proj")
+    )
+    ratio = both.with_columns(r=pl.col("time_ms") / pl.col("time_ms_h100"))
+    big = ratio.filter(pl.col("num_tokens") >= 1024)["r"].median()
+    small = ratio.filter(pl.col("num_tokens") <= 16)["r"].median()
+    assert 0.95 < big < 1.05  # type: ignore[operator]
+    assert 0.65 < small < 0.8  # type: ignore[operator]
+    eff, _ = calibrate(
+        gpu_spec("h200"),
+        [H200_RUN / "llama-3.1-70b" / "mlp.csv"],
+        attention=H200_RUN / "llama-3.1-70b" / "attention.csv",
+    )
+    assert 0.75 < eff.compute_max < 0.9
+    assert 0.8 < eff.memory <= 1.0
+    assert 0.85 < eff.attn_decode <= 1.0
+
+
+def test_model_of_a_whole_prefill_against_the_h200_kernels() -> None:
+    from fleetlab.inference._perf import prefill_breakdown
+
+    g = gpu_spec("h200")
+    for m in ("llama-3.1-8b", "qwen3-32b"):
+        for r in json.loads((H200_RUN / f"prefill-{m}.json").read_text()):
+            if r["tokens"] < 2048:
+                continue
+            parts = prefill_breakdown(model_spec(m), g, r["tokens"])
+            gemm = sum(parts[k] for k in ("qkv", "o_proj", "mlp_up", "mlp_down", "lm_head"))
+            assert gemm * 1e3 == pytest.approx(r["kernels_gemm_ms"], rel=0.15)
+            # the built-in attention is FA3's; PyTorch's SDPA kernels are up to 25 % slower
+            assert parts["attention"] * 1e3 == pytest.approx(r["kernels_attention_ms"], rel=0.25)

@@ -116,6 +116,9 @@ def simulate_cmd(
     gpu_clock: float = typer.Option(
         1.0, "--gpu-clock", help="SM clock as a fraction of the maximum (DVFS; 1.0 = stock)."
     ),
+    power_cap: float | None = typer.Option(
+        None, "--power-cap", help="Board power cap per GPU, watts (default: the TDP)."
+    ),
     prefix_caching: bool = typer.Option(
         False, "--prefix-caching", help="Reuse KV of shared prefixes (prefix_ids)."
     ),
@@ -200,6 +203,7 @@ def simulate_cmd(
                     max_batched_tokens=max_batched_tokens,
                     prefix_caching=prefix_caching,
                     gpu_clock=gpu_clock,
+                    power_cap_w=power_cap,
                 ),
                 replicas=replicas,
                 router=router,

@@ -52,7 +52,11 @@ class ReplicaSpec(BaseModel):
         decode batches up to 512); 0 models eager execution.
     gpu_clock : float
         Fraction of the maximum SM clock the GPUs are locked at (``nvidia-smi -lgc``);
-        1.0 is the stock boost clock. See :meth:`GpuSpec.at_clock`.
+        1.0 leaves the clock to the GPU. Work that the power limit already holds below
+        that clock is not slowed (:mod:`fleetlab.inference._clock`).
+    power_cap_w : float, optional
+        Board power cap per GPU (``nvidia-smi -pl``), watts; default the GPU's TDP. Work
+        that would draw more runs at a lower clock.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,6 +77,7 @@ class ReplicaSpec(BaseModel):
     prefix_caching: bool = False
     cuda_graph_tokens: int = Field(default=512, ge=0)
     gpu_clock: float = Field(default=1.0, gt=0.1, le=1.0)
+    power_cap_w: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check_ep(self) -> ReplicaSpec:

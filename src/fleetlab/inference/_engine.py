@@ -179,6 +179,8 @@ class PoolConfig:
     role: str  # "mixed", "prefill", "decode"
     gpus: int
     power: Any  # a GpuSpec (power_w), priced per GPU
+    #: board power cap per GPU (W); None is the GPU's TDP
+    power_limit_w: float | None = None
     #: pipeline stages; with pp > 1, ``pp_send[t]`` is one stage-to-stage send of t tokens
     pp: int = 1
     pp_send: np.ndarray | None = None
@@ -311,6 +313,10 @@ class _Replica:
             perf.hbm_bytes_per_s,
             perf.weight_bytes_per_gpu,
             perf.kv_bytes_per_token_per_gpu,
+            # busy power never exceeds the limit: the clock drops to hold it
+            1.0
+            if cfg.power_limit_w is None
+            else min(1.0, (cfg.power_limit_w - g.idle_w) / (g.tdp_w - g.idle_w)),
         )
 
     def used_blocks(self) -> int:
@@ -581,7 +587,7 @@ def run_engine(
             # busy power: idle + dynamic * min(1, base + k_m u_mem + k_c u_compute), as in
             # GpuSpec.power_w; ``nbytes`` is what one GPU read from HBM
             level = f[11] + f[15] * nbytes / (dur * f[16]) + f[10] * flops / (dur * f[7])
-            r.energy += (f[8] + f[9] * (level if level < 1.0 else 1.0)) * dur
+            r.energy += (f[8] + f[9] * (level if level < f[19] else f[19])) * dur
 
     def prefix_hits(r: _Replica, rid: int) -> int:
         ids = pref[rid] if pref is not None else ()

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from fleetlab.errors import ConfigError
+from fleetlab.inference._clock import limited_time
 from fleetlab.inference._ep import alltoall_time, check_ep, expert_load
 from fleetlab.inference._specs import Efficiency, GpuSpec, ModelSpec
 
@@ -226,6 +227,8 @@ def compile_model(
     efficiency: Efficiency | None = None,
     cuda_graph_tokens: int = 0,
     ep: int = 1,
+    clock: float = 1.0,
+    power_limit_w: float | None = None,
 ) -> IterationModel:
     """Compile the operator-level model of one replica into an :class:`IterationModel`.
 
@@ -247,6 +250,10 @@ def compile_model(
     ep : int
         Expert-parallel degree for MoE models (a divisor of ``tp`` and of the experts;
         1 = experts tensor-parallel, as before). See :mod:`fleetlab.inference._ep`.
+    clock, power_limit_w : float
+        SM clock lock (fraction of the maximum) and power cap per GPU (W, default the
+        TDP): each batch size and attention term runs at the highest clock both allow
+        (:func:`fleetlab.inference._clock.limited_time`). ``gpu`` is the stock GPU.
 
     Returns
     -------
@@ -261,18 +268,35 @@ def compile_model(
     check_ep(model.num_experts, tp, ep, model=model.name)
     dh, layers = model.dhead, model.num_layers
     t = np.arange(max_tokens + 1, dtype=np.float64)
-    linear = linear_time(model, gpu, t, tp=tp, pp=pp, dtype=dtype, efficiency=eff, ep=ep)
-    if cuda_graph_tokens > 0:
-        geff = eff.model_copy(update={"kernel_overhead_s": eff.graph_kernel_overhead_s})
-        graphed = linear_time(model, gpu, t, tp=tp, pp=pp, dtype=dtype, efficiency=geff, ep=ep)
-        linear = np.where(t <= cuda_graph_tokens, graphed, linear)
+    linear = clocked_linear_time(
+        model,
+        gpu,
+        t,
+        tp=tp,
+        pp=pp,
+        dtype=dtype,
+        efficiency=eff,
+        ep=ep,
+        cuda_graph_tokens=cuda_graph_tokens,
+        clock=clock,
+        power_limit_w=power_limit_w,
+    )
+    per_pair, per_ctx = clocked_attention(
+        model,
+        gpu,
+        tp=tp,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        efficiency=eff,
+        clock=clock,
+        power_limit_w=power_limit_w,
+    )
+    peak = gpu.peak_flops(dtype)
+    lin_flops = 2.0 * (model.active_params - model.vocab_size * model.hidden_size)
+    kv_bytes = 2.0 * max(1.0, model.num_kv_heads / tp) * dh * (1.0 if kv_dtype == "fp8" else 2.0)
+    pair_flops = layers * 4.0 * model.num_heads * dh
     s = np.arange(max_seqs + 1, dtype=np.float64)
     head = head_time(model, gpu, s, tp=tp, dtype=dtype, efficiency=eff)
-    peak = gpu.peak_flops(dtype)
-    per_pair, per_ctx = attention_coefficients(
-        model, gpu, tp=tp, dtype=dtype, kv_dtype=kv_dtype, efficiency=eff
-    )
-    lin_flops = 2.0 * (model.active_params - model.vocab_size * model.hidden_size)
     return IterationModel(
         linear=linear,
         head=head,
@@ -282,18 +306,116 @@ def compile_model(
         max_tokens=max_tokens,
         max_seqs=max_seqs,
         linear_flops_per_token=lin_flops,
-        attn_flops_per_pair=layers * 4.0 * model.num_heads * dh,
-        attn_flops_per_ctx=layers * 4.0 * model.num_heads * dh,
-        peak_flops_total=peak * tp * pp,
+        attn_flops_per_pair=pair_flops,
+        attn_flops_per_ctx=pair_flops,
+        # the locked peak, as the power coefficients of GpuSpec.at_clock(clock) expect
+        peak_flops_total=peak * tp * pp * clock,
         weight_bytes_per_gpu=model.active_params * (1.0 if dtype == "fp8" else 2.0) / (tp * pp),
-        kv_bytes_per_token_per_gpu=2.0
-        * max(1.0, model.num_kv_heads / tp)
-        * dh
-        * (1.0 if kv_dtype == "fp8" else 2.0)
-        * layers
-        / pp,
+        kv_bytes_per_token_per_gpu=kv_bytes * layers / pp,
         hbm_bytes_per_s=gpu.hbm_bytes_per_s,
     )
+
+
+#: the operators of linear_ops whose time is the tensor cores' (they slow with the SM clock)
+_COMPUTE_OPS = ("qkv", "o_proj", "mlp_up", "mlp_down", "experts", "router", "attention_query")
+
+
+def clocked_linear_time(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tokens: np.ndarray,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dtype: Literal["bf16", "fp8"] = "bf16",
+    efficiency: Efficiency | None = None,
+    ep: int = 1,
+    cuda_graph_tokens: int = 0,
+    clock: float = 1.0,
+    power_limit_w: float | None = None,
+) -> np.ndarray:
+    """:func:`linear_time` under an SM clock lock and a power cap (see :func:`compile_model`).
+
+    The clock is set per kernel: the GEMMs and attention's per-query work run at the clock
+    their own power allows, while norms, activations and collectives, which do not slow
+    with the SMs, keep their time. Batches of at most ``cuda_graph_tokens`` tokens pay the
+    CUDA-graph kernel cost.
+    """
+    eff = efficiency or gpu.efficiency
+    geff = eff.model_copy(update={"kernel_overhead_s": eff.graph_kernel_overhead_s})
+    t = np.asarray(tokens, dtype=np.float64)
+
+    def ops_at(g: float) -> tuple[np.ndarray, np.ndarray]:
+        """(compute-bound kernels, the rest) with the tensor cores at g x their stock speed."""
+        slow = gpu.at_clock(g)
+        ops = linear_ops(model, slow, t, tp=tp, pp=pp, dtype=dtype, efficiency=eff, ep=ep)
+        if cuda_graph_tokens > 0:
+            graphed = linear_ops(model, slow, t, tp=tp, pp=pp, dtype=dtype, efficiency=geff, ep=ep)
+            ops = {k: np.where(t <= cuda_graph_tokens, graphed[k], v) for k, v in ops.items()}
+        ops["attention_query"] = ops["attention_query"] / g  # a cost in seconds at stock
+        compute = sum(v for k, v in ops.items() if k in _COMPUTE_OPS)
+        return np.asarray(compute), np.asarray(sum(ops.values()) - compute)
+
+    compute, rest = ops_at(1.0)
+    if clock >= 1.0 and (power_limit_w is None or power_limit_w >= gpu.tdp_w):
+        return compute + rest
+    # one GPU while its stage runs: 1/tp of the FLOPs, and its stage's share of the weights
+    flops = 2.0 * (model.active_params - model.vocab_size * model.hidden_size) * t / tp
+    weight_bytes = model.active_params * (1.0 if dtype == "fp8" else 2.0) / tp
+    limited = limited_time(
+        gpu,
+        lambda g: compute if g == 1.0 else ops_at(g)[0],
+        flops,
+        np.full(t.shape, weight_bytes),
+        peak_flops=gpu.peak_flops(dtype),
+        clock=clock,
+        power_limit_w=power_limit_w,
+    )
+    return limited + rest
+
+
+def clocked_attention(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    *,
+    tp: int = 1,
+    dtype: Literal["bf16", "fp8"] = "bf16",
+    kv_dtype: Literal["bf16", "fp8"] = "bf16",
+    efficiency: Efficiency | None = None,
+    clock: float = 1.0,
+    power_limit_w: float | None = None,
+) -> tuple[float, float]:
+    """:func:`attention_coefficients` under an SM clock lock and a power cap.
+
+    Prefill attention is priced as if it ran alone (compute-bound: the clock its power
+    allows), decode attention as streaming the KV cache.
+    """
+    kvb = 1.0 if kv_dtype == "fp8" else 2.0
+    kv = max(1.0, model.num_kv_heads / tp) * model.dhead
+    pair_flops = model.num_layers * 4.0 * model.num_heads * model.dhead / tp
+
+    def time_at(g: float) -> np.ndarray:
+        return np.array(
+            attention_coefficients(
+                model,
+                gpu.at_clock(g),
+                tp=tp,
+                dtype=dtype,
+                kv_dtype=kv_dtype,
+                efficiency=efficiency,
+            )
+        )
+
+    per_pair, per_ctx = limited_time(
+        gpu,
+        time_at,
+        np.array([pair_flops, pair_flops]),
+        np.array([0.0, 2.0 * kv * kvb * model.num_layers]),
+        peak_flops=gpu.peak_flops(dtype),
+        clock=clock,
+        power_limit_w=power_limit_w,
+    ).tolist()
+    return per_pair, per_ctx
 
 
 def _tp_link(gpu: GpuSpec, tp: int) -> float:

@@ -54,7 +54,13 @@ class SimResult:
 
 def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolConfig, MemoryPlan]:
     model = model_spec(spec.model)
-    gpu = gpu_spec(spec.gpu).at_clock(spec.gpu_clock)
+    gpu = gpu_spec(spec.gpu)
+    cap = spec.power_cap_w
+    if cap is not None and not gpu.idle_w < cap <= gpu.tdp_w:
+        raise ConfigError(
+            f"power_cap_w: expected watts per GPU above {gpu.name}'s idle power "
+            f"({gpu.idle_w:g} W) and at most its TDP ({gpu.tdp_w:g} W), found {cap:g}"
+        )
     if spec.dtype == "fp8" and gpu.fp8_flops is None:
         raise ConfigError(f"GPU {gpu.name!r} has no fp8 support (field dtype; expected bf16)")
     plan = memory_plan(spec)
@@ -71,26 +77,27 @@ def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolCon
         efficiency=eff,
         cuda_graph_tokens=spec.cuda_graph_tokens,
         ep=spec.ep,
+        clock=spec.gpu_clock,
+        power_limit_w=cap,
     )
     used = eff or gpu.efficiency
     send = None
     if spec.pp > 1:
         # one stage-to-stage send per token count: the PP model's tables differ from the
-        # same model without PP only by the pp - 1 sends
-        flat = compile_model(
-            model,
-            gpu,
-            tp=spec.tp,
-            pp=1,
-            max_tokens=max_tokens,
-            max_seqs=spec.max_num_seqs,
-            dtype=spec.dtype,
-            kv_dtype=spec.kv_dtype,
-            efficiency=eff,
-            cuda_graph_tokens=spec.cuda_graph_tokens,
-            ep=spec.ep,
-        )
-        send = np.maximum((perf.linear - flat.linear) / (spec.pp - 1), 0.0)
+        # same model without PP only by the pp - 1 sends (at the stock clock: links do not
+        # slow with the SMs)
+        stock = {
+            "max_tokens": max_tokens,
+            "max_seqs": spec.max_num_seqs,
+            "dtype": spec.dtype,
+            "kv_dtype": spec.kv_dtype,
+            "efficiency": eff,
+            "cuda_graph_tokens": spec.cuda_graph_tokens,
+            "ep": spec.ep,
+        }
+        piped = compile_model(model, gpu, tp=spec.tp, pp=spec.pp, **stock)  # type: ignore[arg-type]
+        flat = compile_model(model, gpu, tp=spec.tp, pp=1, **stock)  # type: ignore[arg-type]
+        send = np.maximum((piped.linear - flat.linear) / (spec.pp - 1), 0.0)
     cfg = PoolConfig(
         perf=perf,
         kv_blocks=plan.kv_blocks,
@@ -103,7 +110,8 @@ def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolCon
         prefix_block_tokens=_PREFIX_BLOCK_TOKENS,
         role=role,
         gpus=spec.gpus,
-        power=gpu,
+        power=gpu.at_clock(spec.gpu_clock),
+        power_limit_w=cap,
         pp=spec.pp,
         pp_send=send,
         cpu_overhead_s=(used.iteration_overhead_s, used.per_seq_overhead_s),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -205,6 +206,16 @@ class Efficiency(BaseModel):
     allreduce_efficiency: float = Field(default=0.6, gt=0, le=1)
 
 
+def relative_voltage(clock: float | np.ndarray) -> float | np.ndarray:
+    """The SM voltage at ``clock`` (fraction of the maximum), relative to the voltage there.
+
+    Linear from 0.7 at half clock to 1 at the maximum, a typical DVFS table. Assumed, not
+    measured: the lent GPUs' clocks may not be changed. It is checked against the clocks
+    at which an H200 holds its 700 W limit (docs/inference-validation.md §1d).
+    """
+    return 0.4 + 0.6 * clock
+
+
 class GpuSpec(BaseModel):
     """One accelerator model: peaks, memory, links, power and price.
 
@@ -291,7 +302,7 @@ class GpuSpec(BaseModel):
             )
         if fraction == 1.0:
             return self
-        volts = 0.4 + 0.6 * fraction  # relative to the voltage at the maximum clock
+        volts = relative_voltage(fraction)
         sm = fraction * volts * volts  # dynamic power of the SMs: f · V²
         # utilisation is against the lowered peak (u' = u / f), so the compute coefficient
         # takes one more 1/f: energy per FLOP scales as V² alone
@@ -547,8 +558,7 @@ _GPUS: tuple[GpuSpec, ...] = (
         idle_w=90,
         usd_per_hour=3.0,
         # busy-power curve measured on an H100 SXM (benchmarks/gpu_power.py: GEMMs from
-        # weight-streaming to compute-bound, NVML energy); the H200 shares its GH100 die
-        # and 700 W limit and borrows the curve (not measured)
+        # weight-streaming to compute-bound, NVML energy)
         power_per_memory_util=0.59,
         power_per_compute_util=1.6,
         efficiency=_H100_EFF,
@@ -564,11 +574,11 @@ _GPUS: tuple[GpuSpec, ...] = (
         tdp_w=700,
         idle_w=90,
         usd_per_hour=3.8,
-        # busy-power curve measured on an H100 SXM (benchmarks/gpu_power.py: GEMMs from
-        # weight-streaming to compute-bound, NVML energy); the H200 shares its GH100 die
-        # and 700 W limit and borrows the curve (not measured)
-        power_per_memory_util=0.59,
-        power_per_compute_util=1.6,
+        # busy-power curve measured on an H200 (benchmarks/gpu_power.py, with the SM clock
+        # at which each kernel ran): least squares over bf16 and fp8 GEMMs and attention
+        power_base=0.0,
+        power_per_memory_util=0.89,
+        power_per_compute_util=1.96,
         efficiency=_H200_EFF,
     ),
     GpuSpec(

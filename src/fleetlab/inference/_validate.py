@@ -30,7 +30,7 @@ from scipy.optimize import least_squares
 from fleetlab.errors import ConfigError, DataNotFoundError, FleetlabError, InputFormatError
 from fleetlab.inference._config import Frontend
 from fleetlab.inference._kernels import calibrate_kernels
-from fleetlab.inference._perf import attention_coefficients, head_time, linear_time
+from fleetlab.inference._perf import clocked_attention, clocked_linear_time, head_time
 from fleetlab.inference._specs import Efficiency, GpuSpec, gpu_spec, model_spec
 
 __all__ = [
@@ -65,6 +65,9 @@ _STACK = (
 #: Splitwise's power-capped H100 table is derived, not measured: every prompt time is the
 #: H100 one times 1.3 and every token time is the H100 one (checked in the tests)
 _DERIVED_HARDWARE = ("h100-80gb-pcap",)
+#: its cap: splitwise-sim's DGX-H100-pcap server has 7,140 W of the DGX-H100's 10,200 W
+#: (configs/hardware_repo/skus), 70 %, taken as 70 % of each GPU's 700 W
+_POWER_LIMIT_W = {"h100-80gb-pcap": 490.0}
 
 
 def predict_static(
@@ -77,6 +80,7 @@ def predict_static(
     output: np.ndarray,
     efficiency: Efficiency | None = None,
     dtype: str = "bf16",
+    power_limit_w: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Static-batch latencies: prefill of ``batch`` prompts, then mean decode iteration.
 
@@ -94,6 +98,8 @@ def predict_static(
         Overrides the GPU's efficiencies.
     dtype : {"bf16", "fp8"}
         GEMM precision.
+    power_limit_w : float, optional
+        A board power cap per GPU (default: the TDP).
 
     Returns
     -------
@@ -106,16 +112,11 @@ def predict_static(
     p = np.asarray(prompt, dtype=np.float64)
     b = np.asarray(batch, dtype=np.float64)
     o = np.asarray(output, dtype=np.float64)
-    lin_p = linear_time(spec, gpu, p * b, tp=tp, dtype=dtype, efficiency=eff)  # type: ignore[arg-type]
-    lin_d = linear_time(spec, gpu, b, tp=tp, dtype=dtype, efficiency=eff)  # type: ignore[arg-type]
+    lin = {"tp": tp, "dtype": dtype, "efficiency": eff, "power_limit_w": power_limit_w}
+    lin_p = clocked_linear_time(spec, gpu, p * b, **lin)  # type: ignore[arg-type]
+    lin_d = clocked_linear_time(spec, gpu, b, **lin)  # type: ignore[arg-type]
     head = head_time(spec, gpu, b, tp=tp, dtype=dtype, efficiency=eff)  # type: ignore[arg-type]
-    per_pair, per_ctx = attention_coefficients(
-        spec,
-        gpu,
-        tp=tp,
-        dtype=dtype,  # type: ignore[arg-type]
-        efficiency=eff,
-    )
+    per_pair, per_ctx = clocked_attention(spec, gpu, **lin)  # type: ignore[arg-type]
     fixed = spec.num_layers * 2 * eff.kernel_overhead_s
     prompt_s = lin_p + head + per_pair * b * p * (p + 1) / 2 + fixed
     token_s = lin_d + head + per_ctx * b * (p + (o - 1) / 2) + fixed
@@ -143,8 +144,8 @@ def _read_splitwise(path: Path) -> pl.DataFrame:
 
 def _predict(df: pl.DataFrame, eff_by_gpu: dict[str, Efficiency]) -> pl.DataFrame:
     parts = []
-    for (model, gpu, tp), part in df.group_by(
-        ["fl_model", "fl_gpu", "tensor_parallel"], maintain_order=True
+    for (model, gpu, hardware, tp), part in df.group_by(
+        ["fl_model", "fl_gpu", "hardware", "tensor_parallel"], maintain_order=True
     ):
         g = gpu_spec(str(gpu))
         ps, ts = predict_static(
@@ -155,6 +156,7 @@ def _predict(df: pl.DataFrame, eff_by_gpu: dict[str, Efficiency]) -> pl.DataFram
             batch=part["batch_size"].to_numpy(),
             output=part["token_size"].to_numpy(),
             efficiency=eff_by_gpu[str(gpu)],
+            power_limit_w=_POWER_LIMIT_W.get(str(hardware)),
         )
         # average power over the request (fraction of TDP), from the GpuSpec power curve
         m = model_spec(str(model))
