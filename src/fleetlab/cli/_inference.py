@@ -113,6 +113,12 @@ def simulate_cmd(
     disaggregate: str | None = typer.Option(
         None, "--disaggregate", help="P:D prefill and decode replicas."
     ),
+    mixed_pool: bool = typer.Option(
+        False,
+        "--mixed-pool",
+        help="With --disaggregate: a replica serves a request end to end when the other "
+        "pool is overloaded (Splitwise's mixed pool).",
+    ),
     gpu_clock: float = typer.Option(
         1.0, "--gpu-clock", help="SM clock as a fraction of the maximum (DVFS; 1.0 = stock)."
     ),
@@ -209,11 +215,14 @@ def simulate_cmd(
                 router=router,
                 prefill_replicas=prefill,
                 decode_replicas=decode,
+                mixed_pool=mixed_pool,
                 slo=inference.Slo(ttft_s=slo_ttft, tpot_s=slo_tpot),
             )
         except Exception as exc:  # pydantic validation -> one-line config error
             if hasattr(exc, "errors"):
                 first = exc.errors()[0]
+                if not first["loc"]:  # a check across options
+                    raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
                 raise ConfigError(
                     f"option {first['loc'][-1]}: {first['msg']} (found {first.get('input')!r})"
                 ) from None
@@ -321,6 +330,7 @@ def simulate_cmd(
                 "replicas": spec.replicas,
                 "router": spec.router,
                 "disaggregate": f"{spec.prefill_replicas}:{spec.decode_replicas}",
+                "mixed_pool": spec.mixed_pool,
                 **({"faults": str(faults), "on_crash": on_crash} if faults else {}),
             },
             faults=fault_table,

@@ -159,6 +159,13 @@ class ClusterSpec(BaseModel):
         A different replica type for the decode pool (e.g. other GPU or TP).
     kv_link : {"intra_node", "inter_node"}
         Which of the GPU's links carries the KV transfer.
+    mixed_pool : bool
+        With disaggregation: let a replica of one pool serve a request end to end when the
+        other pool is overloaded (Splitwise's mixed pool; docs/inference.md).
+    mixed_prompt_tokens : int
+        The prefill pool counts as overloaded for a prompt when its replica already has
+        queued work and would then hold more than this many prompt tokens (Splitwise's
+        ``prompt_max_pending_batch_tokens``).
     slo : Slo
         Targets for goodput.
     """
@@ -172,12 +179,23 @@ class ClusterSpec(BaseModel):
     decode_replicas: int = Field(default=0, ge=0)
     decode_replica: ReplicaSpec | None = None
     kv_link: Literal["intra_node", "inter_node"] = "inter_node"
+    mixed_pool: bool = False
+    mixed_prompt_tokens: int = Field(default=8192, ge=1)
     slo: Slo = Slo()
 
     @model_validator(mode="after")
     def _check(self) -> ClusterSpec:
         if (self.prefill_replicas > 0) != (self.decode_replicas > 0):
             raise ValueError("disaggregation needs both prefill_replicas and decode_replicas > 0")
+        if self.mixed_pool and not self.disaggregated:
+            raise ValueError(
+                "mixed_pool needs disaggregation (prefill_replicas and decode_replicas > 0)"
+            )
+        pp = (self.replica.pp, (self.decode_replica or self.replica).pp)
+        if self.mixed_pool and pp != (1, 1):
+            raise ValueError(
+                f"mixed_pool needs pp == 1 in both pools (found pp {pp[0]} and {pp[1]})"
+            )
         return self
 
     @property

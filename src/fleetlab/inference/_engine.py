@@ -411,6 +411,7 @@ def run_engine(
     faults: Sequence[tuple[float, int, int, float]] | None = None,
     on_crash: str = "retry",
     preprocess_s: np.ndarray | None = None,
+    mixed_prompt_tokens: int | None = None,
 ) -> EngineResult:
     """Simulate requests (sorted by arrival) through one or two pools of replicas.
 
@@ -433,6 +434,16 @@ def run_engine(
     tokenizer thread); it enters that queue at its arrival or closed-loop send time,
     which come back in ``EngineResult.sent_s``, while ``arrival_s`` holds when
     preprocessing ended.
+
+    Mixed pool (off by default; two pools of ``pp == 1`` replicas only): with
+    ``mixed_prompt_tokens``, a replica of one pool takes the other pool's phase when that
+    pool is overloaded, as Splitwise's mixed pool does. A prompt whose prefill replica
+    already has queued work and would then hold more than ``mixed_prompt_tokens`` prompt
+    tokens runs on the decode replica with the fewest pending prompt tokens instead, and
+    decodes there. A prefilled request whose decode replica could not hold its whole KV
+    cache (prompt and output, on top of what it holds and has queued) decodes on its
+    prefill replica if that one can. Either way the request is served end to end on one
+    replica, with no KV transfer.
 
     Faults (off by default; one pool of ``pp == 1`` replicas only): ``faults`` is a list
     of ``(t_s, replica, action, factor)`` with action 0 = the replica becomes unreachable
@@ -524,6 +535,10 @@ def run_engine(
     with_faults = faults is not None
     if with_faults and (decode_pool is not None or entry_piped):
         raise ValueError("faults need one pool of replicas with pp == 1")
+    mixing = mixed_prompt_tokens is not None
+    if mixing and (decode_pool is None or entry_piped or decode_piped):
+        raise ValueError("a mixed pool needs a prefill and a decode pool with pp == 1")
+    dest = [-1] * n_req  # mixed pool: the decode replica chosen when the prefill ended
     if on_crash not in ("retry", "drop"):
         raise ValueError(f"on_crash must be 'retry' or 'drop', got {on_crash!r}")
 
@@ -979,7 +994,7 @@ def run_engine(
                     if cfg.scheduler != "orca":
                         r.kv_fixed -= -(-todo[rid] // b)
                     prefilled[rid] = True
-                    if cfg.role == "prefill":
+                    if cfg.role == "prefill" and not (mixing and decode_here(r, rid)):
                         prep_of[rid] = r.rep
                         handoff(r, rid, now)
                     else:
@@ -1087,6 +1102,30 @@ def run_engine(
             if r.step is not None and r.step[0] == 0:
                 truncate(r, now)
 
+    def pending_prompt(r: _Replica) -> int:
+        """Prompt tokens queued or being prefilled on ``r`` (the mixed pool's load)."""
+        return r.wait_len * r.cfg.block_size + sum(p[2] - p[1] for p in r.prefilling)
+
+    def decode_here(r: _Replica, rid: int) -> bool:
+        """Mixed pool: pick ``rid``'s decode replica; True to decode on ``r`` instead."""
+        d = decode_pool[decode_router.route(rid, decode_pool)]  # type: ignore[index]
+        dest[rid] = d.index
+        need = -(-(p_len[rid] + o_len[rid]) // d.cfg.block_size)
+        if d.used_blocks() + d.wait_len + need <= d.cfg.kv_blocks:
+            return False
+        left = o_len[rid] - gen[rid]
+        if r.used_blocks() + r.wait_len + -(-left // r.cfg.block_size) > r.cfg.kv_blocks:
+            return False  # no room here either: queue on the decode replica
+        prep_of[rid] = rep_of[rid] = r.rep
+        return True
+
+    def prompt_elsewhere(r: _Replica, rid: int) -> _Replica:
+        """Mixed pool: ``r`` or, when its prompt queue is long, the least-loaded decoder."""
+        pending = pending_prompt(r)
+        if pending == 0 or pending + p_len[rid] <= mixed_prompt_tokens:  # type: ignore[operator]
+            return r
+        return min(decode_pool, key=pending_prompt)  # type: ignore[arg-type]
+
     def admit(rid: int, now: float) -> None:
         """Route a request entering the system (an arrival or a closed-loop send)."""
         if with_faults:
@@ -1094,6 +1133,13 @@ def run_engine(
             return
         pos = entry_router.route(rid, entry_pool)
         r = entry_pool[pos].lane() if entry_piped else entry_pool[pos]
+        if mixing:
+            r = prompt_elsewhere(r, rid)
+            if r.cfg.role == "decode":  # served end to end there
+                r.outstanding += 1
+                prep_of[rid] = rep_of[rid] = r.rep
+                enqueue(r, rid, now)
+                return
         r.outstanding += 1
         if decode_pool is None:
             rep_of[rid] = r.rep
@@ -1147,8 +1193,11 @@ def run_engine(
         else:
             rid = a
             assert decode_pool is not None
-            pos = decode_router.route(rid, decode_pool)
-            r = decode_pool[pos].lane() if decode_piped else decode_pool[pos]
+            if dest[rid] >= 0:  # mixed pool: chosen when the prefill ended
+                r = flat[dest[rid]]
+            else:
+                pos = decode_router.route(rid, decode_pool)
+                r = decode_pool[pos].lane() if decode_piped else decode_pool[pos]
             r.outstanding += 1
             rep_of[rid] = r.rep
             enqueue(r, rid, t)

@@ -439,6 +439,7 @@ def simulate(
         faults=fault_acts,
         on_crash=on_crash,
         preprocess_s=None if frontend is None else prompt * frontend.tokenize_s_per_token,
+        mixed_prompt_tokens=spec.mixed_prompt_tokens if spec.mixed_pool else None,
     )
 
     out_s = 0.0 if frontend is None else frontend.token_out_s
@@ -510,6 +511,8 @@ def simulate(
         },
     )
     metrics = _metrics(table, replicas, spec, duration, res.queue_area, plans[0])
+    if spec.disaggregated:  # served end to end on one replica (the mixed pool's work)
+        metrics["mixed_requests"] = int((table["replica"] == table["prefill_replica"]).sum())
     if faults is not None:
         avail = node_availability(faults, nodes=_replica_nodes(spec), horizon_s=max(end, 1e-9))
         metrics.update(
