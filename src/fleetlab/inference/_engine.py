@@ -1108,7 +1108,8 @@ def run_engine(
 
     def decode_here(r: _Replica, rid: int) -> bool:
         """Mixed pool: pick ``rid``'s decode replica; True to decode on ``r`` instead."""
-        d = decode_pool[decode_router.route(rid, decode_pool)]  # type: ignore[index]
+        assert decode_pool is not None
+        d = decode_pool[decode_router.route(rid, decode_pool)]
         dest[rid] = d.index
         need = -(-(p_len[rid] + o_len[rid]) // d.cfg.block_size)
         if d.used_blocks() + d.wait_len + need <= d.cfg.kv_blocks:
@@ -1122,9 +1123,10 @@ def run_engine(
     def prompt_elsewhere(r: _Replica, rid: int) -> _Replica:
         """Mixed pool: ``r`` or, when its prompt queue is long, the least-loaded decoder."""
         pending = pending_prompt(r)
-        if pending == 0 or pending + p_len[rid] <= mixed_prompt_tokens:  # type: ignore[operator]
+        assert decode_pool is not None and mixed_prompt_tokens is not None
+        if pending == 0 or pending + p_len[rid] <= mixed_prompt_tokens:
             return r
-        return min(decode_pool, key=pending_prompt)  # type: ignore[arg-type]
+        return min(decode_pool, key=pending_prompt)
 
     def admit(rid: int, now: float) -> None:
         """Route a request entering the system (an arrival or a closed-loop send)."""
