@@ -13,7 +13,7 @@ costs. Utilisations are against the maximum-clock peaks. ``V(f)`` is
 
 The efficiencies of the performance model are measured at the *stock* clock, which for
 compute-bound work is already below the maximum: an H200 runs large bf16 GEMMs at 0.72 of
-its maximum clock to stay under 700 W (docs/inference-validation.md §1d). So a clock lock
+its maximum clock to stay under 700 W (docs/inference-validation.md §1e). So a clock lock
 or a cap only slows work by the ratio of the clock it allows to that stock clock, and
 :func:`limited_time` works in that ratio.
 """

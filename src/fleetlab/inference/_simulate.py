@@ -13,7 +13,7 @@ from fleetlab.errors import ConfigError, InputFormatError
 from fleetlab.inference._config import ClusterSpec, Frontend, ReplicaSpec
 from fleetlab.inference._engine import PoolConfig, Router, make_router, run_engine
 from fleetlab.inference._memory import MemoryPlan, memory_plan
-from fleetlab.inference._perf import compile_model
+from fleetlab.inference._perf import IterationModel, compile_model
 from fleetlab.inference._specs import Efficiency, gpu_spec, model_spec
 from fleetlab.sim import availability as node_availability
 
@@ -65,39 +65,34 @@ def _pool(spec: ReplicaSpec, role: str, eff: Efficiency | None) -> tuple[PoolCon
         raise ConfigError(f"GPU {gpu.name!r} has no fp8 support (field dtype; expected bf16)")
     plan = memory_plan(spec)
     max_tokens = max(spec.max_batched_tokens, spec.chunk_size) + spec.max_num_seqs
-    perf = compile_model(
-        model,
-        gpu,
-        tp=spec.tp,
-        pp=spec.pp,
-        max_tokens=max_tokens,
-        max_seqs=spec.max_num_seqs,
-        dtype=spec.dtype,
-        kv_dtype=spec.kv_dtype,
-        efficiency=eff,
-        cuda_graph_tokens=spec.cuda_graph_tokens,
-        ep=spec.ep,
-        clock=spec.gpu_clock,
-        power_limit_w=cap,
-    )
+    limited = spec.gpu_clock < 1.0 or cap is not None
+
+    def compiled(pp: int, at_limits: bool) -> IterationModel:
+        return compile_model(
+            model,
+            gpu,
+            tp=spec.tp,
+            pp=pp,
+            max_tokens=max_tokens,
+            max_seqs=spec.max_num_seqs,
+            dtype=spec.dtype,
+            kv_dtype=spec.kv_dtype,
+            efficiency=eff,
+            cuda_graph_tokens=spec.cuda_graph_tokens,
+            ep=spec.ep,
+            clock=spec.gpu_clock if at_limits else 1.0,
+            power_limit_w=cap if at_limits else None,
+        )
+
+    perf = compiled(spec.pp, at_limits=True)
     used = eff or gpu.efficiency
     send = None
     if spec.pp > 1:
         # one stage-to-stage send per token count: the PP model's tables differ from the
         # same model without PP only by the pp - 1 sends (at the stock clock: links do not
         # slow with the SMs)
-        stock = {
-            "max_tokens": max_tokens,
-            "max_seqs": spec.max_num_seqs,
-            "dtype": spec.dtype,
-            "kv_dtype": spec.kv_dtype,
-            "efficiency": eff,
-            "cuda_graph_tokens": spec.cuda_graph_tokens,
-            "ep": spec.ep,
-        }
-        piped = compile_model(model, gpu, tp=spec.tp, pp=spec.pp, **stock)  # type: ignore[arg-type]
-        flat = compile_model(model, gpu, tp=spec.tp, pp=1, **stock)  # type: ignore[arg-type]
-        send = np.maximum((piped.linear - flat.linear) / (spec.pp - 1), 0.0)
+        piped = compiled(spec.pp, at_limits=False) if limited else perf
+        send = np.maximum((piped.linear - compiled(1, at_limits=False).linear) / (spec.pp - 1), 0.0)
     cfg = PoolConfig(
         perf=perf,
         kv_blocks=plan.kv_blocks,

@@ -211,7 +211,7 @@ def relative_voltage(clock: float | np.ndarray) -> float | np.ndarray:
 
     Linear from 0.7 at half clock to 1 at the maximum, a typical DVFS table. Assumed, not
     measured: the lent GPUs' clocks may not be changed. It is checked against the clocks
-    at which an H200 holds its 700 W limit (docs/inference-validation.md §1d).
+    at which an H200 holds its 700 W limit (docs/inference-validation.md §1e).
     """
     return 0.4 + 0.6 * clock
 
