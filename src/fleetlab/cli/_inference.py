@@ -569,6 +569,13 @@ def profile_cmd(
     ),
     device: str = typer.Option("cuda", "--device", help="cuda (PyTorch) or cpu (numpy)."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per operator."),
+    sustain: float = typer.Option(
+        0.0,
+        "--sustain",
+        min=0.0,
+        help="Seconds to run each operator of 0.1 ms or more before timing it, so that "
+        "compute-bound ones are timed at the clock a long prefill runs at (GPU only).",
+    ),
     output: Path = typer.Option(
         Path("mlp.csv"), "--output", "-o", help="vidur-format CSV to write."
     ),
@@ -593,11 +600,18 @@ def profile_cmd(
     _refuse_overwrite(output, force)
     _refuse_overwrite(att_path, force)
     timer: inference.NumpyTimer | inference.TorchTimer = (
-        inference.NumpyTimer() if device == "cpu" else inference.TorchTimer(device)
+        inference.NumpyTimer() if device == "cpu" else inference.TorchTimer(device, sustain)
     )
     with recorded_run(
         "inference profile",
-        {"model": model, "tp": tp, "tokens": tokens, "device": device, "repeats": repeats},
+        {
+            "model": model,
+            "tp": tp,
+            "tokens": tokens,
+            "device": device,
+            "repeats": repeats,
+            "sustain_s": sustain,
+        },
     ) as run:
         with progress() as bar:
 

@@ -167,6 +167,12 @@ class TorchTimer:
     chunk after a cached prefix needs a lower-right causal mask, which PyTorch runs only
     with FlashAttention or the memory-efficient kernel.
 
+    ``sustain_s`` > 0 runs every operator of 0.1 ms or more back to back for that long
+    before timing it. From idle a GPU holds its maximum clock for about 0.25 s of
+    compute-bound work and then lowers it to stay under its power limit (an H200 settles at
+    0.73 of the maximum, 0.87 of the speed; docs/inference-validation.md §1e), so a burst
+    profile measures compute-bound operators faster than a long prefill runs them.
+
     Raises
     ------
     ConfigError
@@ -176,7 +182,7 @@ class TorchTimer:
     #: SDPA backends tried in order, by their ``torch.nn.attention.SDPBackend`` names
     ATTENTION_BACKENDS = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
-    def __init__(self, device: str = "cuda") -> None:
+    def __init__(self, device: str = "cuda", sustain_s: float = 0.0) -> None:
         try:
             import torch
         except ImportError:  # pragma: no cover - depends on the machine
@@ -185,6 +191,7 @@ class TorchTimer:
             raise ConfigError("no CUDA device visible (expected an NVIDIA GPU, found none)")
         self.torch = torch
         self.device = device
+        self.sustain_s = sustain_s
 
     def _ms(self, op: Callable[[], object], repeats: int) -> list[float]:
         """GPU milliseconds per call of ``op``: kernel time, without the CPU's launch gaps.
@@ -203,6 +210,12 @@ class TorchTimer:
                 op()
         torch.cuda.current_stream().wait_stream(side)
         once = self._events(op, 1)[0]
+        if self.sustain_s > 0 and once >= 0.1:  # bring the clock to where long work runs it
+            calls = max(1, int(self.sustain_s * 1e3 / once))
+            for i in range(calls):
+                op()
+                if i % 64 == 63:  # keep the launch queue short
+                    torch.cuda.synchronize()
         inner = max(1, min(16, int(1.0 / max(once, 1e-3))))
         if inner == 1:
             return self._events(op, repeats)
