@@ -390,3 +390,48 @@ def test_model_of_a_whole_prefill_against_the_h200_kernels() -> None:
             assert gemm * 1e3 == pytest.approx(r["kernels_gemm_ms"], rel=0.15)
             # the built-in attention is FA3's; PyTorch's SDPA kernels are up to 25 % slower
             assert parts["attention"] * 1e3 == pytest.approx(r["kernels_attention_ms"], rel=0.25)
+
+
+def test_sustained_profile_times_gemms_at_the_loaded_clock() -> None:
+    """`profile --sustain 0.5` against the burst profile of the same H200, and a prefill."""
+    from fleetlab.inference._perf import prefill_breakdown
+
+    g = gpu_spec("h200")
+    sustained = read_vidur_compute(H200_RUN / "sustained" / "llama-3.1-70b" / "mlp.csv")
+    burst = read_vidur_compute(H200_RUN / "llama-3.1-70b" / "mlp.csv")
+    both = sustained.join(burst, on=["op", "num_tokens", "tp"], suffix="_burst").filter(
+        pl.col("op").str.ends_with("_proj")
+    )
+    ratio = both.with_columns(r=pl.col("time_ms") / pl.col("time_ms_burst"))
+    big = ratio.filter(pl.col("num_tokens") >= 1024)["r"].median()
+    small = ratio.filter(pl.col("num_tokens") <= 16)["r"].median()
+    assert 1.08 < big < 1.25  # type: ignore[operator]
+    assert 0.95 < small < 1.02  # type: ignore[operator]
+    eff, _ = calibrate(g, [H200_RUN / "sustained" / "llama-3.1-8b" / "mlp.csv"])
+    assert 0.65 < eff.compute_max < 0.78
+    m = model_spec("llama-3.1-8b")
+    for r in json.loads((H200_RUN / "prefill-sustained-llama-3.1-8b.json").read_text()):
+        if r["tokens"] >= 4096:  # long enough to run at the power-limited clock
+            parts = prefill_breakdown(m, g, r["tokens"], efficiency=eff)
+            gemm = sum(parts[k] for k in ("qkv", "o_proj", "mlp_up", "mlp_down", "lm_head"))
+            assert gemm * 1e3 == pytest.approx(r["kernels_gemm_ms"], rel=0.08)
+
+
+def test_cli_profile_refuses_a_negative_sustain(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        [
+            "inference",
+            "profile",
+            "--model",
+            "llama-3.1-8b",
+            "--device",
+            "cpu",
+            "--sustain",
+            "-1",
+            "-o",
+            str(tmp_path / "mlp.csv"),
+        ],
+    )
+    assert res.exit_code != 0
+    assert "--sustain" in res.output

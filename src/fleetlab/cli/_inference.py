@@ -570,11 +570,12 @@ def profile_cmd(
     device: str = typer.Option("cuda", "--device", help="cuda (PyTorch) or cpu (numpy)."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per operator."),
     sustain: float = typer.Option(
-        0.0,
+        0.5,
         "--sustain",
         min=0.0,
         help="Seconds to run each operator of 0.1 ms or more before timing it, so that "
-        "compute-bound ones are timed at the clock a long prefill runs at (GPU only).",
+        "compute-bound ones are timed at the clock a loaded GPU runs at (GPU only; 0 "
+        "times bursts, as vidur's profiles).",
     ),
     output: Path = typer.Option(
         Path("mlp.csv"), "--output", "-o", help="vidur-format CSV to write."
