@@ -83,28 +83,29 @@ def _perf():  # type: ignore[no-untyped-def]
 # kernels got their measured bandwidths (0.40 / 0.62 of HBM from vidur's profiles instead
 # of the GEMMs' 0.96; docs/inference-validation.md §0): longer prefills, so more TTFT;
 # energy again when the H100's busy-power curve was measured (§1d): less power in decode;
-# all again when attention got its per-query cost (attn_query_s, §0).
+# all again when attention got its per-query cost (attn_query_s, §0); energy again when
+# the H100's curve was refitted with the SM clock each kernel ran at (§1e): +1.2–1.3 %.
 _GOLDEN = {
     ("sarathi", 3, "least_outstanding"): (
         36.43462608571,
         738.0886823537883,
         5.907579767471334,
         302,
-        34329.629514236556,
+        34724.94163698204,
     ),
     ("vllm", 2, "round_robin"): (
         479.97296549337807,
         1316.8224063087125,
         48.484074150465304,
         150,
-        29961.939747190492,
+        30358.588272022884,
     ),
     ("orca", 2, "power_of_two"): (
         396.7345296027921,
         1185.117890657448,
         40.38825652091798,
         151,
-        29069.47187449713,
+        29463.466768256134,
     ),
 }
 

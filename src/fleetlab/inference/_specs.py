@@ -557,10 +557,11 @@ _GPUS: tuple[GpuSpec, ...] = (
         tdp_w=700,
         idle_w=90,
         usd_per_hour=3.0,
-        # busy-power curve measured on an H100 SXM (benchmarks/gpu_power.py: GEMMs from
-        # weight-streaming to compute-bound, NVML energy)
-        power_per_memory_util=0.59,
-        power_per_compute_util=1.6,
+        # busy-power curve measured on an H100 SXM (benchmarks/gpu_power.py, with the SM
+        # clock at which each kernel ran): least squares over bf16 and fp8 GEMMs and attention
+        power_base=0.29,
+        power_per_memory_util=0.41,
+        power_per_compute_util=1.76,
         efficiency=_H100_EFF,
     ),
     GpuSpec(
