@@ -16,7 +16,7 @@ from fleetlab.cli import app
 from fleetlab.errors import ConfigError
 from fleetlab.inference import ClusterSpec, ReplicaSpec, gpu_spec, model_spec, poisson_requests
 from fleetlab.inference import simulate as simulate_cluster
-from fleetlab.inference._clock import busy_level, stock_clock
+from fleetlab.inference._clock import stock_clock
 from fleetlab.inference._perf import clocked_linear_time
 from fleetlab.inference._validate import predict_static
 
@@ -52,7 +52,7 @@ def test_power_curve_is_the_fit_of_its_measurement(gpu: str) -> None:
                 "power_per_compute_util": x[2],
             }
         )
-        return busy_level(k, clock, u_c, u_m) - level
+        return k.busy_level(clock, u_c, u_m) - level
 
     fit = least_squares(resid, [0.15, 0.6, 1.6], bounds=([0, 0, 0], [1, 2, 5])).x
     built_in = [g.power_base, g.power_per_memory_util, g.power_per_compute_util]

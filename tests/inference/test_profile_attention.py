@@ -27,6 +27,27 @@ from fleetlab.inference import (
 )
 
 H100_RUN = Path(__file__).parents[2] / "benchmarks" / "results" / "h100-2026-11-26"
+H200_RUN = H100_RUN.with_name("h200-2026-11-26")
+
+
+def _gemm_s(parts: dict[str, float]) -> float:
+    """The GEMM part of a modelled prefill (prefill_breakdown), seconds."""
+    return sum(parts[k] for k in ("qkv", "o_proj", "mlp_up", "mlp_down", "lm_head"))
+
+
+def _gemm_ratio(ours: Path, base: Path) -> tuple[float, float]:
+    """Median time ratio of two profiles' GEMMs: of >= 1,024 tokens, and of <= 16."""
+    both = read_vidur_compute(ours).join(
+        read_vidur_compute(base), on=["op", "num_tokens", "tp"], suffix="_base"
+    )
+    ratio = both.filter(pl.col("op").str.ends_with("_proj")).with_columns(
+        r=pl.col("time_ms") / pl.col("time_ms_base")
+    )
+    big = ratio.filter(pl.col("num_tokens") >= 1024)["r"].median()
+    small = ratio.filter(pl.col("num_tokens") <= 16)["r"].median()
+    return float(big), float(small)  # type: ignore[arg-type]
+
+
 TINY = ModelSpec(
     name="tiny",
     num_layers=2,
@@ -260,7 +281,7 @@ def test_model_of_a_whole_prefill_against_the_h100_kernels() -> None:
             if r["tokens"] < 2048:
                 continue
             parts = prefill_breakdown(model_spec(m), g, r["tokens"])
-            gemm = sum(parts[k] for k in ("qkv", "o_proj", "mlp_up", "mlp_down", "lm_head"))
+            gemm = _gemm_s(parts)
             assert gemm * 1e3 == pytest.approx(r["kernels_gemm_ms"], rel=0.15)
             # attention as calibrated from the same GPU's profile (the same PyTorch kernels)
             attn = prefill_breakdown(model_spec(m), g, r["tokens"], efficiency=profiled)
@@ -352,21 +373,14 @@ def profile_operators_tiny() -> pl.DataFrame:
 
 # -- measured on an H200 (benchmarks/results/h200-2026-11-26) ----------------------------
 
-H200_RUN = H100_RUN.with_name("h200-2026-11-26")
-
 
 def test_h200_profile_is_the_h100_with_more_bandwidth() -> None:
     """Same GH100 tensor cores, 4.8 instead of 3.35 TB/s of HBM."""
-    h200 = read_vidur_compute(H200_RUN / "llama-3.1-70b" / "mlp.csv")
-    h100 = read_vidur_compute(H100_RUN / "llama-3.1-70b" / "mlp.csv")
-    both = h200.join(h100, on=["op", "num_tokens", "tp"], suffix="_h100").filter(
-        pl.col("op").str.ends_with("_proj")
+    big, small = _gemm_ratio(
+        H200_RUN / "llama-3.1-70b" / "mlp.csv", H100_RUN / "llama-3.1-70b" / "mlp.csv"
     )
-    ratio = both.with_columns(r=pl.col("time_ms") / pl.col("time_ms_h100"))
-    big = ratio.filter(pl.col("num_tokens") >= 1024)["r"].median()
-    small = ratio.filter(pl.col("num_tokens") <= 16)["r"].median()
-    assert 0.95 < big < 1.05  # type: ignore[operator]
-    assert 0.65 < small < 0.8  # type: ignore[operator]
+    assert 0.95 < big < 1.05
+    assert 0.65 < small < 0.8
     eff, _ = calibrate(
         gpu_spec("h200"),
         [H200_RUN / "llama-3.1-70b" / "mlp.csv"],
@@ -386,7 +400,7 @@ def test_model_of_a_whole_prefill_against_the_h200_kernels() -> None:
             if r["tokens"] < 2048:
                 continue
             parts = prefill_breakdown(model_spec(m), g, r["tokens"])
-            gemm = sum(parts[k] for k in ("qkv", "o_proj", "mlp_up", "mlp_down", "lm_head"))
+            gemm = _gemm_s(parts)
             assert gemm * 1e3 == pytest.approx(r["kernels_gemm_ms"], rel=0.15)
             # the built-in attention is FA3's; PyTorch's SDPA kernels are up to 25 % slower
             assert parts["attention"] * 1e3 == pytest.approx(r["kernels_attention_ms"], rel=0.25)
@@ -397,23 +411,19 @@ def test_sustained_profile_times_gemms_at_the_loaded_clock() -> None:
     from fleetlab.inference._perf import prefill_breakdown
 
     g = gpu_spec("h200")
-    sustained = read_vidur_compute(H200_RUN / "sustained" / "llama-3.1-70b" / "mlp.csv")
-    burst = read_vidur_compute(H200_RUN / "llama-3.1-70b" / "mlp.csv")
-    both = sustained.join(burst, on=["op", "num_tokens", "tp"], suffix="_burst").filter(
-        pl.col("op").str.ends_with("_proj")
+    big, small = _gemm_ratio(
+        H200_RUN / "sustained" / "llama-3.1-70b" / "mlp.csv",
+        H200_RUN / "llama-3.1-70b" / "mlp.csv",
     )
-    ratio = both.with_columns(r=pl.col("time_ms") / pl.col("time_ms_burst"))
-    big = ratio.filter(pl.col("num_tokens") >= 1024)["r"].median()
-    small = ratio.filter(pl.col("num_tokens") <= 16)["r"].median()
-    assert 1.08 < big < 1.25  # type: ignore[operator]
-    assert 0.95 < small < 1.02  # type: ignore[operator]
+    assert 1.08 < big < 1.25
+    assert 0.95 < small < 1.02
     eff, _ = calibrate(g, [H200_RUN / "sustained" / "llama-3.1-8b" / "mlp.csv"])
     assert 0.65 < eff.compute_max < 0.78
     m = model_spec("llama-3.1-8b")
     for r in json.loads((H200_RUN / "prefill-sustained-llama-3.1-8b.json").read_text()):
         if r["tokens"] >= 4096:  # long enough to run at the power-limited clock
             parts = prefill_breakdown(m, g, r["tokens"], efficiency=eff)
-            gemm = sum(parts[k] for k in ("qkv", "o_proj", "mlp_up", "mlp_down", "lm_head"))
+            gemm = _gemm_s(parts)
             assert gemm * 1e3 == pytest.approx(r["kernels_gemm_ms"], rel=0.08)
 
 

@@ -6,9 +6,8 @@ maximum) is ``idle + (TDP − idle) · level`` with
 
     level = base · f · V(f)² + k_mem · u_mem + k_compute · V(f)² · u_compute
 
-(``GpuSpec.power_w`` at ``f = 1``): the SMs' clock-driven power grows as ``f · V²``, each
-tensor-core operation costs energy in proportion to ``V²``, and HBM traffic costs what it
-costs. Utilisations are against the maximum-clock peaks. ``V(f)`` is
+(``GpuSpec.busy_level``; ``GpuSpec.power_w`` at ``f = 1``), with utilisations against the
+maximum-clock peaks and ``V(f)`` the assumed
 :func:`~fleetlab.inference._specs.relative_voltage`.
 
 The efficiencies of the performance model are measured at the *stock* clock, which for
@@ -25,23 +24,24 @@ from collections.abc import Callable
 import numpy as np
 
 from fleetlab.errors import ConfigError
-from fleetlab.inference._specs import GpuSpec, relative_voltage
+from fleetlab.inference._specs import GpuSpec
 
 #: relative compute speeds at which the caller's tables are evaluated (times in between
 #: are interpolated linearly in 1/g: exact for purely compute- or memory-bound work)
 _GRID = np.linspace(1.0, 0.25, 16)
 
 
-def busy_level(
-    gpu: GpuSpec, clock: np.ndarray, compute_util: np.ndarray, memory_util: np.ndarray
+def _highest(
+    fits: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, top: np.ndarray
 ) -> np.ndarray:
-    """Busy power as a fraction of ``TDP − idle`` at SM clock ``clock`` (not clipped)."""
-    v2 = relative_voltage(clock) ** 2
-    return (
-        gpu.power_base * clock * v2
-        + gpu.power_per_memory_util * memory_util
-        + gpu.power_per_compute_util * v2 * compute_util
-    )
+    """Per item, the highest value in ``[lo, top]`` for which ``fits`` holds (``lo`` where
+    none does), for a ``fits`` that holds below some point: 30 bisection steps."""
+    low, high = lo, top
+    for _ in range(30):
+        mid = 0.5 * (low + high)
+        ok = fits(mid)
+        low, high = np.where(ok, mid, low), np.where(ok, high, mid)
+    return np.where(fits(top), top, low)
 
 
 def stock_clock(gpu: GpuSpec, compute_util: np.ndarray, memory_util: np.ndarray) -> np.ndarray:
@@ -49,12 +49,11 @@ def stock_clock(gpu: GpuSpec, compute_util: np.ndarray, memory_util: np.ndarray)
     clock with these utilisations: the highest clock whose power fits the TDP."""
     u_c = np.asarray(compute_util, dtype=np.float64)
     u_m = np.broadcast_to(np.asarray(memory_util, dtype=np.float64), u_c.shape)
-    lo, hi = np.full(u_c.shape, 0.05), np.ones(u_c.shape)
-    for _ in range(30):  # bisection; the level grows with the clock
-        mid = 0.5 * (lo + hi)
-        fits = busy_level(gpu, mid, u_c, u_m) <= 1.0
-        lo, hi = np.where(fits, mid, lo), np.where(fits, hi, mid)
-    return np.where(busy_level(gpu, np.ones(u_c.shape), u_c, u_m) <= 1.0, 1.0, lo)
+    return _highest(
+        lambda f: np.asarray(gpu.busy_level(f, u_c, u_m)) <= 1.0,
+        np.full(u_c.shape, 0.05),
+        np.ones(u_c.shape),
+    )
 
 
 def _interpolate(tables: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -118,32 +117,23 @@ def limited_time(
     f0 = stock_clock(gpu, flops / (safe * peak_flops), nbytes / (safe * gpu.hbm_bytes_per_s))
     tables = np.stack([stock] + [np.asarray(time_at(float(g))) for g in _GRID[1:]])
 
-    def level(g: np.ndarray) -> np.ndarray:
-        t = np.where(busy, _interpolate(tables, g), 1.0)
-        u_c, u_m = flops / (t * peak_flops), nbytes / (t * gpu.hbm_bytes_per_s)
-        return busy_level(gpu, g * f0, u_c, u_m)
+    def level(g: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+        t = np.where(busy, _interpolate(tables, g), 1.0) if t is None else t
+        return np.asarray(
+            gpu.busy_level(g * f0, flops / (t * peak_flops), nbytes / (t * gpu.hbm_bytes_per_s))
+        )
 
     top = np.clip(clock / f0, _GRID[-1], 1.0)  # the lock, relative to the stock clock
-    lo, hi = np.full(stock.shape, _GRID[-1]), top.copy()
-    for _ in range(30):  # the highest relative clock under the cap (level grows with g)
-        mid = 0.5 * (lo + hi)
-        fits = level(mid) <= cap
-        lo, hi = np.where(fits, mid, lo), np.where(fits, hi, mid)
-    g = np.where(level(top) <= cap, top, lo)
+    g = _highest(lambda x: level(x) <= cap, np.full(stock.shape, _GRID[-1]), top)
     out = np.where(busy, _interpolate(tables, g), 0.0)
     over = busy & (level(g) > cap * (1.0 + 1e-9))
     if over.any():  # streaming work over the cap at the lowest clock: stretch it to fit
-        f = g[over] * f0[over]
-        v2 = relative_voltage(f) ** 2
-        floor = gpu.power_base * f * v2
+        floor = np.asarray(gpu.busy_level(g * f0, 0.0, 0.0))[over]  # the SMs' own power
         if np.any(floor >= cap):
             raise ConfigError(
                 f"power cap: {limit:g} W is at or below what {gpu.name} draws at its lowest "
                 f"clock (expected a cap above {gpu.idle_w + floor.max() * (gpu.tdp_w - gpu.idle_w):.0f} W)"
             )
-        t = out[over]
-        dynamic = gpu.power_per_memory_util * nbytes[over] / (
-            t * gpu.hbm_bytes_per_s
-        ) + gpu.power_per_compute_util * v2 * flops[over] / (t * peak_flops)
-        out[over] = t * dynamic / (cap - floor)
+        dynamic = level(g, np.where(busy, out, 1.0))[over] - floor
+        out[over] *= dynamic / (cap - floor)
     return out

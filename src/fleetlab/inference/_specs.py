@@ -261,22 +261,39 @@ class GpuSpec(BaseModel):
     power_per_compute_util: float = Field(default=1.4, ge=0)
     efficiency: Efficiency = Efficiency()
 
+    def busy_level(
+        self,
+        clock: float | np.ndarray,
+        compute_util: float | np.ndarray,
+        memory_util: float | np.ndarray,
+    ) -> float | np.ndarray:
+        """Busy power above idle as a fraction of ``TDP − idle``, at SM clock ``clock``.
+
+        ``base · f · V(f)² + k_mem · u_mem + k_compute · V(f)² · u_compute`` (not clipped;
+        vectorised), with ``f`` the clock as a fraction of the maximum, ``V`` the
+        :func:`relative_voltage` and the utilisations against the maximum-clock peaks: the
+        SMs' clock-driven power grows as ``f · V²``, each tensor-core operation costs energy
+        in proportion to ``V²``, HBM traffic costs what it costs.
+        """
+        v2 = relative_voltage(clock) ** 2
+        return (
+            self.power_base * clock * v2
+            + self.power_per_memory_util * memory_util
+            + self.power_per_compute_util * v2 * compute_util
+        )
+
     def power_w(self, compute_util: float, memory_util: float = 0.0) -> float:
         """Board power (W) of a busy GPU from its compute and memory-bandwidth utilisation.
 
         ``idle_w + (tdp_w - idle_w) * min(1, base + k_mem * u_mem + k_compute * u_compute)``
-        with ``u_compute`` achieved / peak FLOP/s and ``u_mem`` achieved / peak HBM bytes/s.
-        Decode, which streams weights and KV, draws power with the bandwidth it uses;
-        compute-bound prefill reaches the TDP. The default coefficients were set on
-        Splitwise's Llama2-70B A100 rows (perf_model.csv) and checked on its BLOOM-176B
-        rows; the H100's (and H200's) were measured on an H100 SXM
-        (docs/inference-validation.md §1d).
+        (:meth:`busy_level` at the maximum clock) with ``u_compute`` achieved / peak FLOP/s
+        and ``u_mem`` achieved / peak HBM bytes/s. Decode, which streams weights and KV,
+        draws power with the bandwidth it uses; compute-bound prefill reaches the TDP. The
+        default coefficients were set on Splitwise's Llama2-70B A100 rows (perf_model.csv)
+        and checked on its BLOOM-176B rows; the H100's and H200's were measured on those
+        GPUs with the clock of each kernel (docs/inference-validation.md §1d–§1e).
         """
-        level = (
-            self.power_base
-            + self.power_per_memory_util * max(0.0, memory_util)
-            + self.power_per_compute_util * max(0.0, compute_util)
-        )
+        level = float(self.busy_level(1.0, max(0.0, compute_util), max(0.0, memory_util)))
         return self.idle_w + (self.tdp_w - self.idle_w) * min(1.0, level)
 
     def at_clock(self, fraction: float) -> GpuSpec:
