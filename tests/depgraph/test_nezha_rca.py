@@ -7,7 +7,6 @@ without FLEETLAB_MIRROR) check the published fault labels.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -158,12 +157,11 @@ def _service(pod: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def nezha() -> dict[str, Any]:
+def nezha(shared_data: Path) -> dict[str, Any]:
     """Every labelled case whose three trace files are present, mined once."""
-    value = os.environ.get("FLEETLAB_MIRROR")
-    root = Path(value) / "nezha-rca" if value else None
-    if root is None or not root.is_dir():
-        pytest.skip("set FLEETLAB_MIRROR to the data mirror for the Nezha tests")
+    root = shared_data / "nezha-rca"
+    if not root.is_dir():
+        pytest.skip(f"no Nezha data at {root} (FLEETLAB_MIRROR, default ../shared/data)")
     cases = []
     for day, (system, fault_free) in NEZHA_DAYS.items():
         labels = json.loads((root / f"rca_data/{day}/{day}-fault_list.json").read_text())
